@@ -1,0 +1,117 @@
+//! What attention capture records: `blocks.{L}.attn.hook_pattern`, the softmax probabilities
+//! of every layer and head, laid out [layer][head][query][key] (TransformerLens' names, so a
+//! learner can move between the tools).
+//!
+//! Stored per (layer, head) as the lower triangle only (row p has p + 1 entries; the causal mask
+//! makes the rest zero), in f16: a probability needs three significant digits on screen, and
+//! half the bytes doubles how much text fits. Memory is bounded by `window`: rows for query
+//! positions ≥ window are not kept (heatmaps then show the first `window` tokens), so the store
+//! never exceeds `layers · heads · window·(window+1)/2 · 2` bytes, e.g. 30·9·512·513/2·2 ≈ 71 MB.
+//! With capture off the model holds no `AttentionCapture` at all and pays nothing.
+
+use half::f16;
+
+pub struct AttentionCapture {
+    n_layers: usize,
+    n_heads: usize,
+    window: usize,
+    /// [layer * n_heads + head] → triangular rows, row p at offset p(p+1)/2.
+    rows: Vec<Vec<f16>>,
+}
+
+/// The TransformerLens name of a layer's captured pattern.
+pub fn hook_name(layer: usize) -> String {
+    format!("blocks.{layer}.attn.hook_pattern")
+}
+
+impl AttentionCapture {
+    pub fn new(n_layers: usize, n_heads: usize, window: usize) -> Self {
+        AttentionCapture { n_layers, n_heads, window, rows: (0..n_layers * n_heads).map(|_| Vec::new()).collect() }
+    }
+
+    /// The most bytes this store can hold.
+    pub fn bound_bytes(n_layers: usize, n_heads: usize, window: usize) -> u64 {
+        let tri = window as u64 * (window as u64 + 1) / 2;
+        n_layers as u64 * n_heads as u64 * tri * 2
+    }
+
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Forgets the sequence; keeps the allocations for the next one.
+    pub fn clear(&mut self) {
+        self.rows.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Records the pattern row of query position `query` (its `query + 1` probabilities).
+    /// Rows arrive in order: the model visits queries in increasing position within a layer.
+    pub fn record(&mut self, layer: usize, head: usize, query: usize, probs: &[f32]) {
+        if query >= self.window {
+            return;
+        }
+        let store = &mut self.rows[layer * self.n_heads + head];
+        debug_assert_eq!(store.len(), query * (query + 1) / 2, "capture rows must arrive in order");
+        debug_assert_eq!(probs.len(), query + 1);
+        store.extend(probs.iter().map(|&p| f16::from_f32(p)));
+    }
+
+    /// Captured query rows (= tokens covered) for this layer and head.
+    pub fn len(&self, layer: usize, head: usize) -> usize {
+        let n = self.rows[layer * self.n_heads + head].len();
+        // Invert n = t(t+1)/2.
+        let mut t = ((2.0 * n as f64).sqrt()) as usize;
+        while t * (t + 1) / 2 > n {
+            t -= 1;
+        }
+        while (t + 1) * (t + 2) / 2 <= n {
+            t += 1;
+        }
+        t
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.iter().all(Vec::is_empty)
+    }
+
+    /// The pattern as a full t × t row-major matrix, zeros above the diagonal.
+    pub fn pattern(&self, layer: usize, head: usize) -> (usize, Vec<f32>) {
+        assert!(layer < self.n_layers && head < self.n_heads, "layer/head checked by the caller");
+        let t = self.len(layer, head);
+        let store = &self.rows[layer * self.n_heads + head];
+        let mut out = vec![0f32; t * t];
+        for q in 0..t {
+            let row = &store[q * (q + 1) / 2..q * (q + 1) / 2 + q + 1];
+            for (o, p) in out[q * t..q * t + q + 1].iter_mut().zip(row) {
+                *o = p.to_f32();
+            }
+        }
+        (t, out)
+    }
+
+    /// One row: how query `query` spread its attention over keys 0..=query.
+    pub fn row(&self, layer: usize, head: usize, query: usize) -> Option<Vec<f32>> {
+        let store = &self.rows[layer * self.n_heads + head];
+        let start = query * (query + 1) / 2;
+        store.get(start..start + query + 1).map(|r| r.iter().map(|p| p.to_f32()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_fill_a_lower_triangle_and_nothing_beyond_the_window() {
+        let mut c = AttentionCapture::new(1, 1, 3);
+        for q in 0..5 {
+            let row = vec![1.0 / (q + 1) as f32; q + 1];
+            c.record(0, 0, q, &row);
+        }
+        let (t, m) = c.pattern(0, 0);
+        assert_eq!(t, 3);
+        assert_eq!(m[0 * 3 + 1], 0.0, "above the diagonal is zero");
+        assert!((m[2 * 3..3 * 3].iter().sum::<f32>() - 1.0).abs() < 1e-3);
+        assert_eq!(AttentionCapture::bound_bytes(30, 9, 512), 30 * 9 * 512 * 513 / 2 * 2);
+    }
+}

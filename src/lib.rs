@@ -1,0 +1,25 @@
+//! attnscope: a Llama-family language model on candle's quantized kernels that shows its
+//! attention. The same code runs natively (the `attnscope` CLI) and in a browser (wasm32 + simd128,
+//! see `wasm.rs`), so every number the page draws can be checked from a terminal.
+//!
+//! Reading order: `config` (the model's shape) → `format` (quantized safetensors) → `weights`
+//! (names → blocks) → `tokenizer` → `attention` + `capture` → `model` (the forward pass) →
+//! `sampler` → `generate` (the loop both front ends share) → `loader` (a folder → a model);
+//! `convert` imports GGUF / Hugging Face checkpoints; `wasm` is the browser binding.
+
+pub mod attention;
+pub mod capture;
+pub mod config;
+pub mod format;
+pub mod generate;
+pub mod loader;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
+pub mod weights;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod convert;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;

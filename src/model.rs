@@ -1,0 +1,327 @@
+//! The Llama-family decoder: a `Transformer` of `Block`s, each two residual lines
+//!
+//! ```text
+//!   x = x + Attention(RMSNorm(x))        (causal self-attention, rotary positions, GQA)
+//!   x = x + MLP(RMSNorm(x))              (SwiGLU: W_down · (silu(W_gate·x) ⊙ W_up·x))
+//!   logits = W_out · RMSNorm(x_last)     (W_out is the embedding when tied)
+//! ```
+//! written top to bottom in `forward_chunk`, after llama2.c's `forward()`: every buffer lives in
+//! `RunState`, allocated once for the largest chunk, and one generated token allocates nothing.
+//! Keys and values go into a `KvCache` preallocated for the whole context and written in place.
+//! Matrix products are candle's quantized kernels (`QMatrix::matmul_t`); the rest is plain loops
+//! over slices, which is what the equations are.
+//!
+//! Dimension letters: t tokens in the chunk, d model width, h query heads, kvh key/value heads,
+//! hd head width, f MLP width, v vocabulary, p absolute position.
+
+use crate::attention;
+use crate::capture::AttentionCapture;
+use crate::config::Config;
+use crate::weights::Weights;
+
+/// Prompts are processed this many tokens at a time: big enough that each weight block is
+/// reused across many rows (candle tiles rows in its quantized matmul), small enough that the
+/// run-state buffers stay a few megabytes.
+pub const PREFILL_CHUNK: usize = 64;
+
+/// Capture keeps the first this-many positions unless told otherwise (see capture.rs).
+pub const DEFAULT_CAPTURE_WINDOW: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the sequence would be {needed} tokens but the context holds {max_context}: shorten the prompt or lower max tokens")]
+    ContextFull { needed: usize, max_context: usize },
+    #[error("token id {id} is outside the vocabulary ({vocab_size} tokens)")]
+    BadToken { id: u32, vocab_size: usize },
+    #[error("running this model needs about {needed_mb} MB ({detail}) but at most {limit_mb} MB is available here: choose q4_0, a shorter context, or turn attention capture off")]
+    OutOfMemoryBudget { needed_mb: u64, limit_mb: u64, detail: String },
+    #[error("layer {layer} / head {head} does not exist: the model has {n_layers} layers of {n_heads} heads")]
+    NoSuchHead { layer: usize, head: usize, n_layers: usize, n_heads: usize },
+}
+
+/// Rotary position tables, cos and sin of p·θ_i for i < hd/2, θ_i = rope_theta^(−2i/hd).
+///
+/// Pairing: the GGUF layout rotates adjacent pairs (x[2i], x[2i+1]) — llama.cpp's "normal" RoPE,
+/// candle's `rope_i` — because the GGUF converter permuted Hugging Face's half-split rows into it.
+struct Rope {
+    half: usize,
+    cos: Vec<f32>, // (max_context, hd/2)
+    sin: Vec<f32>, // (max_context, hd/2)
+}
+
+impl Rope {
+    fn new(head_dim: usize, theta: f32, max_context: usize) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(max_context * half);
+        let mut sin = Vec::with_capacity(max_context * half);
+        for p in 0..max_context {
+            for i in 0..half {
+                let freq = 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32);
+                let angle = p as f32 * freq;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Rope { half, cos, sin }
+    }
+
+    /// Rotates every head of one token's q or k row in place, for position p.
+    fn rotate(&self, row: &mut [f32], p: usize) {
+        let cos = &self.cos[p * self.half..(p + 1) * self.half];
+        let sin = &self.sin[p * self.half..(p + 1) * self.half];
+        for head in row.chunks_exact_mut(2 * self.half) {
+            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                let (x0, x1) = (pair[0], pair[1]);
+                pair[0] = x0 * cos[i] - x1 * sin[i];
+                pair[1] = x0 * sin[i] + x1 * cos[i];
+            }
+        }
+    }
+}
+
+/// Keys and values of every past position, per layer laid out (kvh, max_context, hd) so that one
+/// KV head's keys are contiguous for the score loop.
+struct KvCache {
+    max_context: usize,
+    head_dim: usize,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    fn new(c: &Config, max_context: usize) -> Self {
+        let per_layer = c.n_kv_heads * max_context * c.head_dim;
+        KvCache {
+            max_context,
+            head_dim: c.head_dim,
+            keys: (0..c.n_layers).map(|_| vec![0f32; per_layer]).collect(),
+            values: (0..c.n_layers).map(|_| vec![0f32; per_layer]).collect(),
+        }
+    }
+
+    /// Stores one token's k and v rows (kvh·hd each) at position p.
+    fn write(&mut self, layer: usize, p: usize, k: &[f32], v: &[f32]) {
+        let hd = self.head_dim;
+        for (g, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
+            let at = (g * self.max_context + p) * hd;
+            self.keys[layer][at..at + hd].copy_from_slice(kh);
+            self.values[layer][at..at + hd].copy_from_slice(vh);
+        }
+    }
+
+    /// Keys (or values) 0..n of KV head g: n × hd, contiguous.
+    fn keys(&self, layer: usize, g: usize, n: usize) -> &[f32] {
+        let at = g * self.max_context * self.head_dim;
+        &self.keys[layer][at..at + n * self.head_dim]
+    }
+    fn values(&self, layer: usize, g: usize, n: usize) -> &[f32] {
+        let at = g * self.max_context * self.head_dim;
+        &self.values[layer][at..at + n * self.head_dim]
+    }
+}
+
+/// Activations for one chunk of up to `PREFILL_CHUNK` tokens, allocated once.
+struct RunState {
+    x: Vec<f32>,        // (t, d) the residual stream
+    xb: Vec<f32>,       // (t, d) normed input of the current sublayer
+    q: Vec<f32>,        // (t, h·hd)
+    k: Vec<f32>,        // (t, kvh·hd)
+    v: Vec<f32>,        // (t, kvh·hd)
+    heads_out: Vec<f32>, // (t, h·hd) attention output, heads side by side
+    proj: Vec<f32>,     // (t, d) a sublayer's output before it joins the residual
+    gate: Vec<f32>,     // (t, f)
+    up: Vec<f32>,       // (t, f)
+    scores: Vec<f32>,   // (max_context) one attention row
+    logits: Vec<f32>,   // (v)
+}
+
+impl RunState {
+    fn new(c: &Config, max_context: usize) -> Self {
+        let t = PREFILL_CHUNK;
+        RunState {
+            x: vec![0.0; t * c.dim],
+            xb: vec![0.0; t * c.dim],
+            q: vec![0.0; t * c.q_dim()],
+            k: vec![0.0; t * c.kv_dim()],
+            v: vec![0.0; t * c.kv_dim()],
+            heads_out: vec![0.0; t * c.q_dim()],
+            proj: vec![0.0; t * c.dim],
+            gate: vec![0.0; t * c.ffn_dim],
+            up: vec![0.0; t * c.ffn_dim],
+            scores: vec![0.0; max_context],
+            logits: vec![0.0; c.vocab_size],
+        }
+    }
+}
+
+/// Bytes the model needs beyond its weights, computed before anything is allocated.
+pub fn memory_needed(c: &Config, weights_bytes: u64, max_context: usize, capture_window: Option<usize>) -> (u64, String) {
+    let kv = 2 * c.n_layers as u64 * c.kv_dim() as u64 * max_context as u64 * 4;
+    let capture = capture_window.map_or(0, |w| AttentionCapture::bound_bytes(c.n_layers, c.n_heads, w.min(max_context)));
+    let t = PREFILL_CHUNK as u64;
+    let scratch = 4 * (t * (4 * c.dim as u64 + 2 * c.q_dim() as u64 + 2 * c.kv_dim() as u64 + 2 * c.ffn_dim as u64)
+        + max_context as u64
+        + c.vocab_size as u64)
+        + max_context as u64 * c.head_dim as u64 * 4;
+    let total = weights_bytes + kv + capture + scratch;
+    let mb = |b: u64| b.div_ceil(1 << 20);
+    (total, format!("weights {} MB + KV cache {} MB + attention capture {} MB + scratch {} MB", mb(weights_bytes), mb(kv), mb(capture), mb(scratch)))
+}
+
+pub struct Transformer {
+    pub config: Config,
+    weights: Weights,
+    rope: Rope,
+    kv: KvCache,
+    state: RunState,
+    capture: Option<AttentionCapture>,
+    /// Tokens already in the KV cache; the next token goes at this position.
+    pos: usize,
+    max_context: usize,
+}
+
+impl Transformer {
+    /// `capture_window`: Some(n) records attention patterns for the first n positions.
+    pub fn new(config: Config, weights: Weights, max_context: usize, capture_window: Option<usize>) -> Self {
+        let max_context = max_context.min(config.max_position_embeddings).max(1);
+        Transformer {
+            rope: Rope::new(config.head_dim, config.rope_theta, max_context),
+            kv: KvCache::new(&config, max_context),
+            state: RunState::new(&config, max_context),
+            capture: capture_window.map(|w| AttentionCapture::new(config.n_layers, config.n_heads, w.min(max_context))),
+            weights,
+            config,
+            pos: 0,
+            max_context,
+        }
+    }
+
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+    pub fn capture(&self) -> Option<&AttentionCapture> {
+        self.capture.as_ref()
+    }
+    /// The logits left by the last `forward` (v).
+    pub fn logits(&self) -> &[f32] {
+        &self.state.logits
+    }
+
+    /// Starts a new sequence: the cache and the captured patterns are forgotten (not freed).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        if let Some(c) = &mut self.capture {
+            c.clear();
+        }
+    }
+
+    /// Feeds tokens at the next positions and returns the logits (v) for the token after the last.
+    /// A prompt is a prefill (many tokens); generation feeds one token per call.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<&[f32], ModelError> {
+        assert!(!tokens.is_empty(), "forward needs at least one token");
+        let needed = self.pos + tokens.len();
+        if needed > self.max_context {
+            return Err(ModelError::ContextFull { needed, max_context: self.max_context });
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            return Err(ModelError::BadToken { id, vocab_size: self.config.vocab_size });
+        }
+        let chunks = tokens.chunks(PREFILL_CHUNK);
+        let last = chunks.len() - 1;
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            self.forward_chunk(chunk, i == last);
+        }
+        Ok(&self.state.logits)
+    }
+
+    fn forward_chunk(&mut self, tokens: &[u32], want_logits: bool) {
+        let c = &self.config;
+        let (t, d, hd, f) = (tokens.len(), c.dim, c.head_dim, c.ffn_dim);
+        let (qd, kvd) = (c.q_dim(), c.kv_dim());
+        let p0 = self.pos;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let s = &mut self.state;
+        let w = &self.weights;
+
+        // x = embedding rows of the tokens                                       (t, d)
+        for (row, &id) in s.x.chunks_exact_mut(d).zip(tokens) {
+            w.embed.row(id as usize, row);
+        }
+
+        for (l, block) in w.blocks.iter().enumerate() {
+            // ---- attention sublayer: x = x + W_o · Attention(RMSNorm(x)) ----
+            rmsnorm_rows(&mut s.xb[..t * d], &s.x[..t * d], &block.attn_norm, c.rms_norm_eps);
+            block.wq.matmul_t(&s.xb[..t * d], t, &mut s.q); //                      (t, h·hd)
+            block.wk.matmul_t(&s.xb[..t * d], t, &mut s.k); //                      (t, kvh·hd)
+            block.wv.matmul_t(&s.xb[..t * d], t, &mut s.v); //                      (t, kvh·hd)
+            for i in 0..t {
+                self.rope.rotate(&mut s.q[i * qd..(i + 1) * qd], p0 + i);
+                self.rope.rotate(&mut s.k[i * kvd..(i + 1) * kvd], p0 + i);
+                self.kv.write(l, p0 + i, &s.k[i * kvd..(i + 1) * kvd], &s.v[i * kvd..(i + 1) * kvd]);
+            }
+            for i in 0..t {
+                let p = p0 + i; // this query sees keys 0..=p
+                for head in 0..c.n_heads {
+                    let g = c.kv_head_of(head);
+                    let q = &s.q[i * qd + head * hd..i * qd + (head + 1) * hd];
+                    let row = &mut s.scores[..=p];
+                    attention::scores(q, self.kv.keys(l, g, p + 1), scale, row); //     (p+1)
+                    attention::pattern(row); //                                         (p+1)
+                    if let Some(cap) = &mut self.capture {
+                        cap.record(l, head, p, row);
+                    }
+                    let out = &mut s.heads_out[i * qd + head * hd..i * qd + (head + 1) * hd];
+                    attention::weighted_sum(row, self.kv.values(l, g, p + 1), out); // (hd)
+                }
+            }
+            block.wo.matmul_t(&s.heads_out[..t * qd], t, &mut s.proj); //          (t, d)
+            add_into(&mut s.x[..t * d], &s.proj[..t * d]);
+
+            // ---- MLP sublayer: x = x + W_down · (silu(W_gate · h) ⊙ W_up · h), h = RMSNorm(x) ----
+            rmsnorm_rows(&mut s.xb[..t * d], &s.x[..t * d], &block.mlp_norm, c.rms_norm_eps);
+            block.w_gate.matmul_t(&s.xb[..t * d], t, &mut s.gate); //              (t, f)
+            block.w_up.matmul_t(&s.xb[..t * d], t, &mut s.up); //                  (t, f)
+            for (g, u) in s.gate[..t * f].iter_mut().zip(&s.up[..t * f]) {
+                *g = silu(*g) * u;
+            }
+            block.w_down.matmul_t(&s.gate[..t * f], t, &mut s.proj); //            (t, d)
+            add_into(&mut s.x[..t * d], &s.proj[..t * d]);
+        }
+        self.pos += t;
+
+        if want_logits {
+            // logits = W_out · RMSNorm(x_last)                                        (v)
+            let last = &s.x[(t - 1) * d..t * d];
+            rmsnorm_rows(&mut s.xb[..d], last, &w.final_norm, c.rms_norm_eps);
+            w.output().matmul_t(&s.xb[..d], 1, &mut s.logits);
+        }
+    }
+}
+
+/// RMSNorm of each d-wide row: y = x / √(mean(x²) + ε) ⊙ weight.
+fn rmsnorm_rows(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    let d = weight.len();
+    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let mean_sq = attention::dot(xr, xr) / d as f32;
+        let inv = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(weight) {
+            *o = xv * inv * wv;
+        }
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

@@ -1,0 +1,145 @@
+//! Logits → the next token, with candle-transformers' `LogitsProcessor` and repeat penalty.
+//!
+//! Temperature 0 is greedy (argmax). Otherwise softmax(logits / T), optionally restricted to the
+//! top-k tokens and/or the smallest set whose probability reaches top-p, sampled with a seeded
+//! `StdRng`: the same seed and settings give the same tokens natively and in the browser.
+
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    /// 1.0 is off; above 1 makes recently seen tokens less likely.
+    pub repeat_penalty: f32,
+    /// How many of the last tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { temperature: 0.0, top_k: None, top_p: None, repeat_penalty: 1.1, repeat_last_n: 64, seed: 299_792_458 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    #[error("{field} = {value} is out of range: {why}")]
+    Invalid { field: &'static str, value: String, why: &'static str },
+    #[error("sampling failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let bad = |field, value: String, why| Err(SamplerError::Invalid { field, value, why });
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("temperature", self.temperature.to_string(), "use 0 for greedy or a positive number such as 0.7");
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k", "0".into(), "use at least 1, or leave it unset");
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return bad("top_p", p.to_string(), "use a number in (0, 1], or leave it unset");
+            }
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad("repeat_penalty", self.repeat_penalty.to_string(), "use 1.0 for none or a number such as 1.1");
+        }
+        Ok(())
+    }
+
+    fn sampling(&self) -> Sampling {
+        let temperature = self.temperature;
+        match (temperature <= 0.0, self.top_k, self.top_p) {
+            (true, _, _) => Sampling::ArgMax,
+            (false, None, None) => Sampling::All { temperature },
+            (false, Some(k), None) => Sampling::TopK { k, temperature },
+            (false, None, Some(p)) => Sampling::TopP { p, temperature },
+            (false, Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+        }
+    }
+}
+
+pub struct Sampler {
+    processor: LogitsProcessor,
+    params: SamplingParams,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Result<Self, SamplerError> {
+        params.validate()?;
+        Ok(Sampler { processor: LogitsProcessor::from_sampling(params.seed, params.sampling()), params })
+    }
+
+    /// Picks the next token; `context` is the sequence so far (for the repeat penalty).
+    pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> Result<u32, SamplerError> {
+        let logits = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
+        let logits = if self.params.repeat_penalty == 1.0 {
+            logits
+        } else {
+            let start = context.len().saturating_sub(self.params.repeat_last_n);
+            candle_transformers::utils::apply_repeat_penalty(&logits, self.params.repeat_penalty, &context[start..])?
+        };
+        Ok(self.processor.sample(&logits)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logits() -> Vec<f32> {
+        (0..100).map(|i| ((i * 37 % 100) as f32) / 20.0).collect()
+    }
+
+    #[test]
+    fn temperature_zero_is_argmax() {
+        let l = logits();
+        let argmax = l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+        let mut s = Sampler::new(SamplingParams { repeat_penalty: 1.0, ..Default::default() }).unwrap();
+        assert_eq!(s.sample(&l, &[]).unwrap(), argmax);
+    }
+
+    #[test]
+    fn same_seed_same_tokens_different_seed_different_tokens() {
+        let l = logits();
+        let run = |seed| {
+            let p = SamplingParams { temperature: 1.5, top_p: Some(0.95), seed, ..Default::default() };
+            let mut s = Sampler::new(p).unwrap();
+            (0..32).map(|_| s.sample(&l, &[]).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_whatever_the_temperature() {
+        let l = logits();
+        let p = SamplingParams { temperature: 5.0, top_k: Some(1), repeat_penalty: 1.0, ..Default::default() };
+        let mut s = Sampler::new(p).unwrap();
+        let argmax = l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+        assert!((0..20).all(|_| s.sample(&l, &[]).unwrap() == argmax));
+    }
+
+    #[test]
+    fn repeat_penalty_moves_greedy_off_a_repeated_token() {
+        let mut l = vec![0.0f32; 10];
+        l[3] = 2.0;
+        l[5] = 1.9;
+        let p = SamplingParams { repeat_penalty: 1.5, ..Default::default() };
+        let mut s = Sampler::new(p).unwrap();
+        assert_eq!(s.sample(&l, &[3]).unwrap(), 5);
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_with_the_field() {
+        let p = SamplingParams { top_p: Some(1.5), ..Default::default() };
+        assert!(Sampler::new(p).err().unwrap().to_string().contains("top_p"));
+    }
+}
