@@ -42,7 +42,7 @@ pub fn pattern(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for x in row.iter_mut() {
-        *x = (*x - max).exp();
+        *x = libm::expf(*x - max);
         sum += *x;
     }
     let inv = 1.0 / sum;

@@ -275,6 +275,7 @@ pub fn write_folder(imported: &Imported, out: &Path, name: &str, quants: &[GgmlK
                     return Err(ConvertError::Input { path: imported.source.clone(), why: format!("`{n}` has shape {:?}, config implies {shape:?}", t.shape) });
                 }
                 let tensor = if shape.len() == 2 {
+                    let kind = matrix_kind(n, kind);
                     let m = QMatrix::quantize(kind, shape[0], shape[1], &t.values);
                     TensorToWrite::Quantized { kind, rows: shape[0], cols: shape[1], blocks: m.to_bytes() }
                 } else {
@@ -290,6 +291,16 @@ pub fn write_folder(imported: &Imported, out: &Path, name: &str, quants: &[GgmlK
     let manifest = Manifest { format: MANIFEST_FORMAT.into(), name: name.into(), source: imported.source.clone(), files };
     write_file("manifest.json", &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))?;
     Ok(manifest)
+}
+
+/// Which matrices stay 8-bit in a 4-bit file, as llama.cpp's own 4-bit mixes do: the embedding
+/// (also the output head when tied: every logit passes through it) and the value projections
+/// (small, 2% of the weights, and the most sensitive to rounding). The shipped GGUF is already
+/// 4-bit (Q4_1), and re-rounding it to Q4_0 everywhere made SmolLM2-135M stop answering " Paris";
+/// with these two kept at 8 bits, q4_0 and q8_0 agree on the next token (tests/real_model.rs).
+fn matrix_kind(name: &str, kind: GgmlKind) -> GgmlKind {
+    let sensitive = name == "model.embed_tokens.weight" || name == "lm_head.weight" || name.ends_with("self_attn.v_proj.weight");
+    if sensitive { GgmlKind::Q8_0 } else { kind }
 }
 
 trait InsertEntry {

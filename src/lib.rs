@@ -3,7 +3,7 @@
 //! see `wasm.rs`), so every number the page draws can be checked from a terminal.
 //!
 //! Reading order: `config` (the model's shape) → `format` (quantized safetensors) → `weights`
-//! (names → blocks) → `tokenizer` → `attention` + `capture` → `model` (the forward pass) →
+//! (names → blocks) → `qmatmul` (the quantized product) → `tokenizer` → `attention` + `capture` → `model` (the forward pass) →
 //! `sampler` → `generate` (the loop both front ends share) → `loader` (a folder → a model);
 //! `convert` imports GGUF / Hugging Face checkpoints; `wasm` is the browser binding.
 
@@ -14,6 +14,7 @@ pub mod format;
 pub mod generate;
 pub mod loader;
 pub mod model;
+pub mod qmatmul;
 pub mod sampler;
 pub mod tokenizer;
 pub mod weights;

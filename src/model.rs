@@ -8,14 +8,17 @@
 //! written top to bottom in `forward_chunk`, after llama2.c's `forward()`: every buffer lives in
 //! `RunState`, allocated once for the largest chunk, and one generated token allocates nothing.
 //! Keys and values go into a `KvCache` preallocated for the whole context and written in place.
-//! Matrix products are candle's quantized kernels (`QMatrix::matmul_t`); the rest is plain loops
-//! over slices, which is what the equations are.
+//! Matrix products are quantized (`QMatrix::matmul_q`, each input rounded to 8 bits once and
+//! shared by the matrices that read it); the rest is plain loops over slices, which is what the
+//! equations are. Transcendentals come from `libm`, not the platform's C library, so the browser
+//! and the CLI compute the same bits (see qmatmul.rs for why that matters).
 //!
 //! Dimension letters: t tokens in the chunk, d model width, h query heads, kvh key/value heads,
 //! hd head width, f MLP width, v vocabulary, p absolute position.
 
 use crate::attention;
 use crate::capture::AttentionCapture;
+use crate::qmatmul::QActivations;
 use crate::config::Config;
 use crate::weights::Weights;
 
@@ -56,10 +59,10 @@ impl Rope {
         let mut sin = Vec::with_capacity(max_context * half);
         for p in 0..max_context {
             for i in 0..half {
-                let freq = 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32);
+                let freq = 1.0 / libm::powf(theta, 2.0 * i as f32 / head_dim as f32);
                 let angle = p as f32 * freq;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+                cos.push(libm::cosf(angle));
+                sin.push(libm::sinf(angle));
             }
         }
         Rope { half, cos, sin }
@@ -133,6 +136,7 @@ struct RunState {
     up: Vec<f32>,       // (t, f)
     scores: Vec<f32>,   // (max_context) one attention row
     logits: Vec<f32>,   // (v)
+    xq: QActivations,   // the current matmul input rounded to 8 bits
 }
 
 impl RunState {
@@ -150,6 +154,7 @@ impl RunState {
             up: vec![0.0; t * c.ffn_dim],
             scores: vec![0.0; max_context],
             logits: vec![0.0; c.vocab_size],
+            xq: QActivations::default(),
         }
     }
 }
@@ -257,9 +262,10 @@ impl Transformer {
         for (l, block) in w.blocks.iter().enumerate() {
             // ---- attention sublayer: x = x + W_o · Attention(RMSNorm(x)) ----
             rmsnorm_rows(&mut s.xb[..t * d], &s.x[..t * d], &block.attn_norm, c.rms_norm_eps);
-            block.wq.matmul_t(&s.xb[..t * d], t, &mut s.q); //                      (t, h·hd)
-            block.wk.matmul_t(&s.xb[..t * d], t, &mut s.k); //                      (t, kvh·hd)
-            block.wv.matmul_t(&s.xb[..t * d], t, &mut s.v); //                      (t, kvh·hd)
+            s.xq.quantize(&s.xb[..t * d], t, d);
+            block.wq.matmul_q(&s.xq, &mut s.q); //                                (t, h·hd)
+            block.wk.matmul_q(&s.xq, &mut s.k); //                                (t, kvh·hd)
+            block.wv.matmul_q(&s.xq, &mut s.v); //                                (t, kvh·hd)
             for i in 0..t {
                 self.rope.rotate(&mut s.q[i * qd..(i + 1) * qd], p0 + i);
                 self.rope.rotate(&mut s.k[i * kvd..(i + 1) * kvd], p0 + i);
@@ -280,17 +286,20 @@ impl Transformer {
                     attention::weighted_sum(row, self.kv.values(l, g, p + 1), out); // (hd)
                 }
             }
-            block.wo.matmul_t(&s.heads_out[..t * qd], t, &mut s.proj); //          (t, d)
+            s.xq.quantize(&s.heads_out[..t * qd], t, qd);
+            block.wo.matmul_q(&s.xq, &mut s.proj); //                             (t, d)
             add_into(&mut s.x[..t * d], &s.proj[..t * d]);
 
             // ---- MLP sublayer: x = x + W_down · (silu(W_gate · h) ⊙ W_up · h), h = RMSNorm(x) ----
             rmsnorm_rows(&mut s.xb[..t * d], &s.x[..t * d], &block.mlp_norm, c.rms_norm_eps);
-            block.w_gate.matmul_t(&s.xb[..t * d], t, &mut s.gate); //              (t, f)
-            block.w_up.matmul_t(&s.xb[..t * d], t, &mut s.up); //                  (t, f)
+            s.xq.quantize(&s.xb[..t * d], t, d);
+            block.w_gate.matmul_q(&s.xq, &mut s.gate); //                         (t, f)
+            block.w_up.matmul_q(&s.xq, &mut s.up); //                             (t, f)
             for (g, u) in s.gate[..t * f].iter_mut().zip(&s.up[..t * f]) {
                 *g = silu(*g) * u;
             }
-            block.w_down.matmul_t(&s.gate[..t * f], t, &mut s.proj); //            (t, d)
+            s.xq.quantize(&s.gate[..t * f], t, f);
+            block.w_down.matmul_q(&s.xq, &mut s.proj); //                         (t, d)
             add_into(&mut s.x[..t * d], &s.proj[..t * d]);
         }
         self.pos += t;
@@ -299,7 +308,8 @@ impl Transformer {
             // logits = W_out · RMSNorm(x_last)                                        (v)
             let last = &s.x[(t - 1) * d..t * d];
             rmsnorm_rows(&mut s.xb[..d], last, &w.final_norm, c.rms_norm_eps);
-            w.output().matmul_t(&s.xb[..d], 1, &mut s.logits);
+            s.xq.quantize(&s.xb[..d], 1, d);
+            w.output().matmul_q(&s.xq, &mut s.logits);
         }
     }
 }
@@ -309,7 +319,7 @@ fn rmsnorm_rows(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     let d = weight.len();
     for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
         let mean_sq = attention::dot(xr, xr) / d as f32;
-        let inv = 1.0 / (mean_sq + eps).sqrt();
+        let inv = 1.0 / libm::sqrtf(mean_sq + eps);
         for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(weight) {
             *o = xv * inv * wv;
         }
@@ -317,7 +327,7 @@ fn rmsnorm_rows(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
 }
 
 fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + libm::expf(-x))
 }
 
 fn add_into(x: &mut [f32], y: &[f32]) {

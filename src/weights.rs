@@ -1,96 +1,185 @@
 //! Tensor names → typed weights, with every expected name and shape checked against `Config`.
 //!
 //! Names are Hugging Face's Llama names (`model.layers.{l}.self_attn.q_proj.weight`, …), so a
-//! converted GGUF and a converted Hugging Face folder produce the same file. Matrices keep their
-//! GGML blocks (`QMatrix`), copied once from the file into typed block vectors that candle's
-//! kernels take directly; norms are f32. All problems are collected and reported together, so a
-//! mismatched file is fixed in one round rather than one error at a time.
+//! converted GGUF and a converted Hugging Face folder produce the same file. Matrices stay
+//! quantized (`QMatrix`): the file's GGML blocks are copied once into the kernel's layout
+//! (qmatmul.rs), after which the file bytes can be dropped; norms are f32. All problems are
+//! collected and reported together, so a mismatched file is fixed in one round.
 //!
 //! Rotary convention: q_proj and k_proj rows are stored in GGUF order, where each rotated pair
 //! is two adjacent rows (2i, 2i+1). The Hugging Face importer permutes its rows into this order.
 
-use candle_core::quantized::k_quants::{BlockQ4_0, BlockQ8_0, GgmlType};
+use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
 use half::f16;
+
+use crate::qmatmul::{self, QActivations, QWeights};
 
 use crate::config::Config;
 use crate::format::{GgmlKind, QSafetensors, StoredTensor, f32_values};
 
-/// A weight matrix `[rows, cols]` = `[out_features, in_features]`, in GGML blocks along `cols`.
-pub enum QMatrix {
-    Q8_0 { rows: usize, cols: usize, blocks: Vec<BlockQ8_0> },
-    Q4_0 { rows: usize, cols: usize, blocks: Vec<BlockQ4_0> },
+/// A weight matrix `[rows, cols]` = `[out_features, in_features]`, in blocks of 32 along `cols`,
+/// held in the layout our kernel reads (f32 scales, quants apart; see qmatmul.rs).
+pub struct QMatrix {
+    kind: GgmlKind,
+    rows: usize,
+    cols: usize,
+    data: QWeights,
 }
 
 impl QMatrix {
+    /// From GGML block bytes as stored in the file (any alignment).
     pub fn from_blocks(kind: GgmlKind, rows: usize, cols: usize, bytes: &[u8]) -> Self {
-        match kind {
-            GgmlKind::Q8_0 => QMatrix::Q8_0 { rows, cols, blocks: blocks_from_bytes(bytes) },
-            GgmlKind::Q4_0 => QMatrix::Q4_0 { rows, cols, blocks: blocks_from_bytes(bytes) },
-        }
+        let n_blocks = bytes.len() / kind.type_size();
+        let mut scales = Vec::with_capacity(n_blocks);
+        let data = match kind {
+            GgmlKind::Q8_0 => {
+                let mut quants = Vec::with_capacity(rows * cols);
+                for b in bytes.chunks_exact(34) {
+                    scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
+                    quants.extend(b[2..].iter().map(|&q| q as i8));
+                }
+                QWeights::Q8_0 { scales, quants }
+            }
+            GgmlKind::Q4_0 => {
+                let mut nibbles = Vec::with_capacity(rows * cols / 2);
+                for b in bytes.chunks_exact(18) {
+                    scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
+                    nibbles.extend_from_slice(&b[2..]);
+                }
+                QWeights::Q4_0 { scales, nibbles }
+            }
+        };
+        QMatrix { kind, rows, cols, data }
     }
 
-    /// Quantizes a row-major f32 matrix (used by the converter and the tests).
+    /// Quantizes a row-major f32 matrix (converter and tests): Q8_0 with candle's GGML quantizer,
+    /// Q4_0 with the error-minimizing search below.
     pub fn quantize(kind: GgmlKind, rows: usize, cols: usize, values: &[f32]) -> Self {
         assert_eq!(values.len(), rows * cols, "quantize: values do not match [{rows}, {cols}]");
-        match kind {
-            GgmlKind::Q8_0 => QMatrix::Q8_0 { rows, cols, blocks: quantize_blocks(values) },
-            GgmlKind::Q4_0 => QMatrix::Q4_0 { rows, cols, blocks: quantize_blocks(values) },
-        }
+        let bytes = match kind {
+            GgmlKind::Q8_0 => bytes_of(&quantize_blocks::<BlockQ8_0>(values)),
+            GgmlKind::Q4_0 => values.chunks_exact(32).flat_map(q4_0_block).collect(),
+        };
+        Self::from_blocks(kind, rows, cols, &bytes)
     }
 
     pub fn kind(&self) -> GgmlKind {
-        match self {
-            QMatrix::Q8_0 { .. } => GgmlKind::Q8_0,
-            QMatrix::Q4_0 { .. } => GgmlKind::Q4_0,
-        }
+        self.kind
     }
 
     pub fn shape(&self) -> (usize, usize) {
-        match self {
-            QMatrix::Q8_0 { rows, cols, .. } | QMatrix::Q4_0 { rows, cols, .. } => (*rows, *cols),
-        }
+        (self.rows, self.cols)
     }
 
     /// The raw GGML bytes, as they go into a file.
     pub fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            QMatrix::Q8_0 { blocks, .. } => bytes_of(blocks),
-            QMatrix::Q4_0 { blocks, .. } => bytes_of(blocks),
+        let mut out = Vec::with_capacity(self.kind.bytes_for(self.rows, self.cols).unwrap_or(0));
+        match &self.data {
+            QWeights::Q8_0 { scales, quants } => {
+                for (d, q) in scales.iter().zip(quants.chunks_exact(32)) {
+                    out.extend_from_slice(&f16::from_f32(*d).to_le_bytes());
+                    out.extend(q.iter().map(|&v| v as u8));
+                }
+            }
+            QWeights::Q4_0 { scales, nibbles } => {
+                for (d, q) in scales.iter().zip(nibbles.chunks_exact(16)) {
+                    out.extend_from_slice(&f16::from_f32(*d).to_le_bytes());
+                    out.extend_from_slice(q);
+                }
+            }
         }
+        out
     }
 
-    /// out (m × rows) = x (m × cols) · selfᵀ — candle's quantized kernel (simd128 on wasm):
-    /// x is quantized to Q8 blocks once per call, then each weight row is an integer dot product.
-    pub fn matmul_t(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        let (rows, cols) = self.shape();
-        debug_assert_eq!(x.len(), m * cols);
-        let out = &mut out[..m * rows];
-        let result = match self {
-            QMatrix::Q8_0 { blocks, .. } => candle_core::quantized::k_quants::matmul((m, cols, rows), x, blocks, out),
-            QMatrix::Q4_0 { blocks, .. } => candle_core::quantized::k_quants::matmul((m, cols, rows), x, blocks, out),
-        };
-        result.expect("matmul_t: shapes were checked when the weights were loaded");
+    /// out (x.rows × rows) = x · selfᵀ, x already rounded to 8 bits (qmatmul.rs).
+    pub fn matmul_q(&self, x: &QActivations, out: &mut [f32]) {
+        qmatmul::matmul(&self.data, self.rows, self.cols, x, out);
     }
 
     /// Dequantizes one row (an embedding lookup) into `out` (cols).
     pub fn row(&self, row: usize, out: &mut [f32]) {
-        let (_, cols) = self.shape();
-        let per_row = cols / 32;
-        match self {
-            QMatrix::Q8_0 { blocks, .. } => BlockQ8_0::to_float(&blocks[row * per_row..(row + 1) * per_row], out),
-            QMatrix::Q4_0 { blocks, .. } => BlockQ4_0::to_float(&blocks[row * per_row..(row + 1) * per_row], out),
+        let (cols, per_row) = (self.cols, self.cols / 32);
+        match &self.data {
+            QWeights::Q8_0 { scales, quants } => {
+                for (j, o) in out[..cols].iter_mut().enumerate() {
+                    *o = quants[row * cols + j] as f32 * scales[row * per_row + j / 32];
+                }
+            }
+            QWeights::Q4_0 { scales, nibbles } => {
+                for b in 0..per_row {
+                    let d = scales[row * per_row + b];
+                    let q = &nibbles[(row * per_row + b) * 16..(row * per_row + b + 1) * 16];
+                    for j in 0..16 {
+                        out[b * 32 + j] = ((q[j] & 0x0F) as i32 - 8) as f32 * d;
+                        out[b * 32 + j + 16] = ((q[j] >> 4) as i32 - 8) as f32 * d;
+                    }
+                }
+            }
         }
     }
 
     /// The whole matrix as f32 (tests and the converter).
     pub fn dequantize(&self) -> Vec<f32> {
-        let (rows, cols) = self.shape();
-        let mut out = vec![0f32; rows * cols];
-        for (r, chunk) in out.chunks_exact_mut(cols).enumerate() {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, chunk) in out.chunks_exact_mut(self.cols).enumerate() {
             self.row(r, chunk);
         }
         out
     }
+
+    fn scales(&self) -> &[f32] {
+        match &self.data {
+            QWeights::Q8_0 { scales, .. } | QWeights::Q4_0 { scales, .. } => scales,
+        }
+    }
+}
+
+/// One Q4_0 block (f16 scale, 16 bytes of nibbles), choosing the scale that minimizes the squared
+/// error rather than GGML's reference rule d = max/−8. The converter re-quantizes weights that were
+/// already 4-bit (the GGUF ships Q4_1), where the reference rule loses noticeably more; searching
+/// candidate rounding grids, each with its least-squares scale (as llama.cpp's `make_qx_quants`
+/// does), keeps more of the model.
+fn q4_0_block(x: &[f32]) -> [u8; 18] {
+    let max = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let mut best = (f32::INFINITY, 0f32);
+    if max != 0.0 {
+        for step in -10..=10 {
+            let iscale = -(8.0 + 0.1 * step as f32) / max;
+            let (mut sum_xl, mut sum_ll) = (0f32, 0f32);
+            for &v in x {
+                let l = (iscale * v).round().clamp(-8.0, 7.0);
+                sum_xl += v * l;
+                sum_ll += l * l;
+            }
+            if sum_ll == 0.0 {
+                continue;
+            }
+            // The scale is stored as f16: judge each candidate with the scale it will really have.
+            let d = f16::from_f32(sum_xl / sum_ll).to_f32();
+            if d == 0.0 {
+                continue;
+            }
+            let err: f32 = x
+                .iter()
+                .map(|&v| {
+                    let l = (v / d).round().clamp(-8.0, 7.0);
+                    (v - l * d).powi(2)
+                })
+                .sum();
+            if err < best.0 {
+                best = (err, d);
+            }
+        }
+    }
+    let d = best.1;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let level = |v: f32| ((v * id).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
+    let mut block = [0u8; 18];
+    block[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    for j in 0..16 {
+        block[2 + j] = level(x[j]) | (level(x[j + 16]) << 4);
+    }
+    block
 }
 
 fn quantize_blocks<T: GgmlType>(values: &[f32]) -> Vec<T> {
@@ -99,22 +188,9 @@ fn quantize_blocks<T: GgmlType>(values: &[f32]) -> Vec<T> {
     blocks
 }
 
-/// Copies raw GGML bytes into a typed block vector. The block types are `repr(C)` plain data
-/// (f16 scales and byte arrays), so any byte pattern is a valid value; copying instead of casting
-/// means the source may sit at any alignment (candle's own cast asserts alignment and would trap).
-fn blocks_from_bytes<T: GgmlType>(bytes: &[u8]) -> Vec<T> {
-    let size = std::mem::size_of::<T>();
-    assert_eq!(bytes.len() % size, 0, "block bytes were size-checked by the format reader");
-    let n = bytes.len() / size;
-    let mut blocks: Vec<T> = vec![T::zeros(); n];
-    // SAFETY: `blocks` owns n * size bytes, the regions do not overlap, and T is plain data.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), blocks.as_mut_ptr() as *mut u8, n * size) };
-    blocks
-}
-
 fn bytes_of<T: GgmlType>(blocks: &[T]) -> Vec<u8> {
     let size = std::mem::size_of_val(blocks);
-    // SAFETY: T is repr(C) plain data with no padding (f16 + byte arrays), read as bytes.
+    // SAFETY: GGML block types are repr(C) plain data with no padding (f16 + byte arrays).
     unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, size) }.to_vec()
 }
 
@@ -145,8 +221,9 @@ impl Weights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    /// The quantization of the transformer blocks (the embedding may be kept at 8 bits).
     pub fn quant(&self) -> GgmlKind {
-        self.embed.kind()
+        self.blocks.first().map_or(self.embed.kind(), |b| b.wq.kind())
     }
 }
 
@@ -193,7 +270,6 @@ impl Weights {
     pub fn load(file: &str, st: &QSafetensors, c: &Config) -> Result<Self, WeightsError> {
         let expected = expected_tensors(c);
         let mut problems = Vec::new();
-        let mut quant = None;
         for (name, shape) in &expected {
             match st.tensors.get(name) {
                 None => problems.push(format!("missing tensor `{name}` (expected shape {shape:?})")),
@@ -203,11 +279,7 @@ impl Weights {
                 Some(t) => {
                     let is_matrix = shape.len() == 2;
                     match (t, is_matrix) {
-                        (StoredTensor::Quantized { kind, .. }, true) => {
-                            if *quant.get_or_insert(*kind) != *kind {
-                                problems.push(format!("`{name}` is {} but other matrices are {}", kind.name(), quant.map(|k: GgmlKind| k.name()).unwrap_or("?")))
-                            }
-                        }
+                        (StoredTensor::Quantized { .. }, true) => {}
                         (StoredTensor::F32 { .. }, false) => {}
                         (t, _) => problems.push(format!(
                             "`{name}` is stored as {}, expected {}",
@@ -264,10 +336,7 @@ impl Weights {
     fn check_finite(&self, file: &str) -> Result<(), WeightsError> {
         let mut problems = Vec::new();
         let check_scales = |problems: &mut Vec<String>, name: String, m: &QMatrix| {
-            let finite = match m {
-                QMatrix::Q8_0 { blocks, .. } => blocks.iter().all(|b| scale_q8(b).is_finite()),
-                QMatrix::Q4_0 { blocks, .. } => blocks.iter().all(|b| scale_q4(b).is_finite()),
-            };
+            let finite = m.scales().iter().all(|d| d.is_finite());
             if !finite {
                 problems.push(format!("`{name}` has NaN or infinite block scales"));
             }
@@ -291,17 +360,4 @@ impl Weights {
         }
         if problems.is_empty() { Ok(()) } else { Err(WeightsError::Mismatch { file: file.to_string(), problems }) }
     }
-}
-
-// The block scale is the first field (an f16) of both block types; read it through the bytes so
-// no private field is touched.
-fn scale_q8(b: &BlockQ8_0) -> f16 {
-    let p = b as *const BlockQ8_0 as *const u8;
-    // SAFETY: BlockQ8_0 is repr(C) and starts with its f16 scale.
-    f16::from_le_bytes(unsafe { [*p, *p.add(1)] })
-}
-fn scale_q4(b: &BlockQ4_0) -> f16 {
-    let p = b as *const BlockQ4_0 as *const u8;
-    // SAFETY: BlockQ4_0 is repr(C) and starts with its f16 scale.
-    f16::from_le_bytes(unsafe { [*p, *p.add(1)] })
 }

