@@ -1,0 +1,90 @@
+// Pure drawing helpers: probabilities → colours → pixels. No DOM here, so the same functions
+// serve the big heatmap, the all-heads thumbnails, exports and tests.
+
+// Viridis, a perceptually uniform and colour-blind-safe scale, as the degree-6 polynomial fit
+// published with matplotlib's colormap (error well below one 8-bit step).
+const C = [
+  [0.2777273272234177, 0.005407344544966578, 0.3340998053353061],
+  [0.1050930431085774, 1.404613529898575, 1.384590162594685],
+  [-0.3308618287255563, 0.214847559468213, 0.09509516302823659],
+  [-4.634230498983486, -5.799100973351585, -19.33244095627987],
+  [6.228269936347081, 14.17993336680509, 56.69055261942956],
+  [4.776384997670288, -13.74514537774601, -65.35303263337234],
+  [-5.435455855934631, 4.645852612178535, 26.3124352495832],
+];
+
+export const VIRIDIS = Array.from({ length: 256 }, (_, i) => {
+  const t = i / 255;
+  return [0, 1, 2].map((ch) => {
+    let v = C[6][ch];
+    for (let k = 5; k >= 0; k--) v = C[k][ch] + t * v;
+    return Math.round(Math.min(1, Math.max(0, v)) * 255);
+  });
+});
+
+export function colour(t) {
+  const c = VIRIDIS[Math.max(0, Math.min(255, Math.round(t * 255)))];
+  return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
+}
+
+/**
+ * What is drawn for a pattern: the probabilities, optionally with the first (“sink”) column
+ * hidden and each row rescaled over the remaining keys, and a value range for the colour scale.
+ */
+export function displayMatrix(weights, size, { hideSink = false } = {}) {
+  const out = new Float32Array(size * size);
+  let max = 0;
+  for (let i = 0; i < size; i++) {
+    let rowSum = 0;
+    for (let j = hideSink ? 1 : 0; j <= i; j++) rowSum += weights[i * size + j];
+    const scale = hideSink ? (rowSum > 0 ? 1 / rowSum : 0) : 1;
+    for (let j = 0; j <= i; j++) {
+      const v = hideSink && j === 0 ? 0 : weights[i * size + j] * scale;
+      out[i * size + j] = v;
+      if (v > max) max = v;
+    }
+  }
+  return { values: out, max: max || 1 };
+}
+
+/** RGBA pixels, one per cell; cells above the diagonal (the future) use `masked`. */
+export function toPixels(values, size, max, masked = [0, 0, 0, 0]) {
+  const px = new Uint8ClampedArray(size * size * 4);
+  for (let i = 0; i < size; i++) {
+    for (let j = 0; j < size; j++) {
+      const o = (i * size + j) * 4;
+      if (j > i) {
+        px.set(masked, o);
+        continue;
+      }
+      const c = VIRIDIS[Math.min(255, Math.round((values[i * size + j] / max) * 255))];
+      px[o] = c[0];
+      px[o + 1] = c[1];
+      px[o + 2] = c[2];
+      px[o + 3] = 255;
+    }
+  }
+  return px;
+}
+
+/** SVG text of a heatmap (for export): one rect per visible cell, labels on both axes. */
+export function toSvg(values, size, max, tokens, title) {
+  const cell = 14;
+  const pad = 120;
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${pad + size * cell + 10}" height="${pad + size * cell + 10}" font-family="sans-serif" font-size="10">`, `<title>${esc(title)}</title>`];
+  for (let i = 0; i < size; i++) {
+    parts.push(`<text x="${pad - 4}" y="${pad + i * cell + cell * 0.75}" text-anchor="end">${esc(tokens[i])}</text>`);
+    parts.push(`<text transform="translate(${pad + i * cell + cell * 0.75},${pad - 4}) rotate(-60)">${esc(tokens[i])}</text>`);
+    for (let j = 0; j <= i; j++) {
+      parts.push(`<rect x="${pad + j * cell}" y="${pad + i * cell}" width="${cell}" height="${cell}" fill="${colour(values[i * size + j] / max)}"><title>${values[i * size + j].toFixed(4)}</title></rect>`);
+    }
+  }
+  parts.push('</svg>');
+  return parts.join('\n');
+}
+
+/** A token label made visible: spaces as ·, newlines as ↵, tabs as →. */
+export function showToken(label) {
+  return String(label).replace(/ /g, '·').replace(/\n/g, '↵').replace(/\t/g, '→') || '∅';
+}

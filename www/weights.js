@@ -1,0 +1,197 @@
+// Model files: fetch with progress, verify size and SHA-256 against the manifest, keep verified
+// files in the Cache API. Runs in the worker.
+//
+// Nothing is cached before it is verified, and a cached file is verified again before use: a
+// corrupt or truncated entry is deleted and downloaded afresh, with a note saying so. Entries are
+// keyed by URL and SHA-256, so a new model version never reads an old file. If the storage quota
+// is full the app still runs, uncached, and says so.
+
+export const CACHE_NAME = 'attnscope-models-v1';
+
+export class FileError extends Error {
+  constructor(file, message, fix) {
+    super(message);
+    this.file = file;
+    this.fix = fix;
+  }
+}
+
+export function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export async function sha256(bytes) {
+  return hex(await crypto.subtle.digest('SHA-256', bytes));
+}
+
+async function openCache() {
+  try {
+    return await caches.open(CACHE_NAME);
+  } catch {
+    return null; // e.g. an opaque origin: run without a cache
+  }
+}
+
+/** The manifest: from the network when reachable (and cached), else the cached copy (offline). */
+async function loadManifest(base, cache, note) {
+  const url = new URL('manifest.json', base).href;
+  let response;
+  try {
+    response = await fetch(url, { cache: 'no-cache' });
+  } catch {
+    const cached = cache && (await cache.match(url));
+    if (cached) {
+      note('offline: using the cached model');
+      return await cached.json();
+    }
+    throw new FileError('manifest.json', `cannot reach ${url}`, 'check the network connection and that the server is running, then reload');
+  }
+  if (!response.ok) {
+    throw new FileError('manifest.json', `${url} answered ${response.status} ${response.statusText}`, 'run ./build.sh model on the server, or check the model path');
+  }
+  const text = await response.text();
+  let manifest;
+  try {
+    manifest = JSON.parse(text);
+  } catch {
+    throw new FileError('manifest.json', `${url} is not JSON (the server sent ${describe(text)})`, 'check the model path; the server may be returning an error page');
+  }
+  if (manifest.format !== 'attnscope-model/1' || typeof manifest.files !== 'object') {
+    throw new FileError('manifest.json', `${url} is not an attnscope model manifest`, 'convert the model with attnscope-convert');
+  }
+  if (cache) {
+    try {
+      await cache.put(url, new Response(text, { headers: { 'content-type': 'application/json' } }));
+    } catch { /* quota: the manifest will be fetched again next time */ }
+  }
+  return manifest;
+}
+
+function describe(text) {
+  const start = text.slice(0, 60).replace(/\s+/g, ' ');
+  return /<html|<!doctype/i.test(start) ? 'an HTML page' : `"${start}…"`;
+}
+
+function cacheKey(url, sha) {
+  return `${url}#sha256=${sha}`;
+}
+
+/**
+ * Loads `names` from the model folder at `base`. Returns {files: {name: Uint8Array}, manifest, fromCache}.
+ * onProgress({file, loaded, total, phase}); note(text) for messages a person should see.
+ */
+export async function loadModelFiles(base, names, onProgress, note) {
+  const cache = await openCache();
+  const manifest = await loadManifest(base, cache, note);
+  const files = {};
+  let allFromCache = true;
+  let cacheUsable = !!cache;
+  for (const name of names) {
+    const entry = manifest.files[name];
+    if (!entry) throw new FileError(name, `the manifest does not list ${name}`, 'convert the model again so its manifest lists every file');
+    const url = new URL(name, base).href;
+    const key = cacheKey(url, entry.sha256);
+    let bytes = null;
+    if (cache) {
+      const cached = await cache.match(key);
+      if (cached) {
+        onProgress({ file: name, loaded: 0, total: entry.size, phase: 'verify' });
+        const candidate = new Uint8Array(await cached.arrayBuffer());
+        if (candidate.byteLength === entry.size && (await sha256(candidate)) === entry.sha256) {
+          bytes = candidate;
+          onProgress({ file: name, loaded: entry.size, total: entry.size, phase: 'cached' });
+        } else {
+          await cache.delete(key);
+          note(`the cached copy of ${name} was damaged (size or SHA-256 did not match); it was deleted and is being downloaded again`);
+        }
+      }
+    }
+    if (!bytes) {
+      allFromCache = false;
+      bytes = await download(url, name, entry, onProgress, note);
+      if (cacheUsable) {
+        try {
+          await cache.put(key, new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } }));
+        } catch (e) {
+          cacheUsable = false;
+          note(`could not keep ${name} for next time (${e.name === 'QuotaExceededError' ? 'storage is full' : e.message}); running without the cache`);
+        }
+      }
+    }
+    files[name] = bytes;
+  }
+  return { files, manifest, fromCache: allFromCache };
+}
+
+const ATTEMPTS = 3;
+
+/** Downloads one file with progress, retrying a broken transfer; verifies before returning. */
+async function download(url, name, entry, onProgress, note) {
+  let lastError;
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    try {
+      const bytes = await fetchWithProgress(url, name, entry.size, onProgress);
+      if (bytes.byteLength !== entry.size) {
+        throw new FileError(name, `${name} arrived with ${bytes.byteLength} bytes, the manifest says ${entry.size}`, 'the download was cut short or the file on the server changed: reload to try again');
+      }
+      onProgress({ file: name, loaded: entry.size, total: entry.size, phase: 'verify' });
+      const digest = await sha256(bytes);
+      if (digest !== entry.sha256) {
+        throw new FileError(name, `${name} has SHA-256 ${digest.slice(0, 12)}…, the manifest says ${entry.sha256.slice(0, 12)}…`, 'the file on the server does not match its manifest: convert the model again on the server, then reload');
+      }
+      return bytes;
+    } catch (e) {
+      lastError = e;
+      const retriable = e instanceof TypeError || e.retriable; // network failure or cut-off body
+      if (!retriable || attempt === ATTEMPTS) break;
+      note(`the download of ${name} was interrupted (${e.message}); retrying (${attempt + 1}/${ATTEMPTS})`);
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+  }
+  if (lastError instanceof FileError) throw lastError;
+  throw new FileError(name, `could not download ${name}: ${lastError?.message ?? lastError}`, 'check the network connection, then reload');
+}
+
+async function fetchWithProgress(url, name, expected, onProgress) {
+  const response = await fetch(url, { cache: 'no-store' });
+  if (!response.ok) {
+    throw new FileError(name, `${url} answered ${response.status} ${response.statusText}`, 'run ./build.sh model on the server, or check the model path');
+  }
+  const type = response.headers.get('content-type') || '';
+  if (type.includes('text/html')) {
+    throw new FileError(name, `${url} returned an HTML page instead of the file`, 'check the model path; the server may be answering with an error page');
+  }
+  const out = new Uint8Array(expected);
+  let loaded = 0;
+  const reader = response.body.getReader();
+  let last = 0;
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      const err = new Error(`connection lost after ${loaded} of ${expected} bytes`);
+      err.retriable = true;
+      throw err;
+    }
+    if (chunk.done) break;
+    const value = chunk.value;
+    if (loaded + value.byteLength > expected) {
+      throw new FileError(name, `${name} is larger than the ${expected} bytes the manifest says`, 'the file on the server does not match its manifest: convert the model again');
+    }
+    out.set(value, loaded);
+    loaded += value.byteLength;
+    const now = performance.now();
+    if (now - last > 50) {
+      last = now;
+      onProgress({ file: name, loaded, total: expected, phase: 'download' });
+    }
+  }
+  if (loaded !== expected) {
+    const err = new Error(`the transfer ended after ${loaded} of ${expected} bytes`);
+    err.retriable = true;
+    throw err;
+  }
+  onProgress({ file: name, loaded, total: expected, phase: 'download' });
+  return out;
+}
