@@ -117,16 +117,6 @@ start_server() {
   die "the server did not start on port $PORT"
 }
 
-native_reference() {
-  # The browser must produce exactly these ids for the same prompt and settings.
-  local out=target/e2e/native-ref.json
-  mkdir -p target/e2e
-  ./target/release/attnscope generate --model "$MODEL_DIR" --prompt "The capital of France is" \
-    --max-tokens 24 --temperature 0 --repeat-penalty 1.0 --seed 1 --json \
-    | python3 -c 'import json,sys; lines=[json.loads(l) for l in sys.stdin]; print(json.dumps({"prompt":"The capital of France is","chat":False,"max_tokens":24,"temperature":0,"repeat_penalty":1.0,"seed":1,"ids":[l["id"] for l in lines if "id" in l]}))' > "$out"
-  echo "$ROOT/$out"
-}
-
 cmd="${1:-build}"
 case "$cmd" in
   build) wasm ;;
@@ -141,8 +131,6 @@ case "$cmd" in
     cargo test --release
     wasm
     ensure_chromium
-    ATTNSCOPE_NATIVE_REF=$(native_reference)
-    export ATTNSCOPE_NATIVE_REF
     start_server
     export ATTNSCOPE_URL="http://127.0.0.1:$PORT"
     say "browser tests (headless chromium)"

@@ -140,6 +140,7 @@ function onToken({ id, token, stats }) {
   $('output-text').textContent = run.text;
   $('output').scrollTop = $('output').scrollHeight;
   showStats(stats);
+  document.dispatchEvent(new CustomEvent('attnscope:token', { detail: { id: token.id, index: run.ids.length - 1 } }));
   refreshAttention();
 }
 
