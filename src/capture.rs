@@ -6,7 +6,8 @@
 //! makes the rest zero), in f16: a probability needs three significant digits on screen, and
 //! half the bytes doubles how much text fits. Memory is bounded by `window`: rows for query
 //! positions ≥ window are not kept (heatmaps then show the first `window` tokens), so the store
-//! never exceeds `layers · heads · window·(window+1)/2 · 2` bytes, e.g. 30·9·512·513/2·2 ≈ 71 MB.
+//! never exceeds `layers · heads · window·(window+1)/2 · 2` bytes, e.g. 30·9·512·513/2·2 ≈ 71 MB,
+//! plus the rotated queries of those positions (f32, 30·512·576·4 ≈ 35 MB) for the step view.
 //! With capture off the model holds no `AttentionCapture` at all and pays nothing.
 
 use half::f16;
@@ -17,6 +18,9 @@ pub struct AttentionCapture {
     window: usize,
     /// [layer * n_heads + head] → triangular rows, row p at offset p(p+1)/2.
     rows: Vec<Vec<f16>>,
+    /// [layer] → the rotated query rows (h·hd f32 each) of positions < window, so a step view can
+    /// recompute a row's dot products with the same function and inputs the model used.
+    queries: Vec<Vec<f32>>,
 }
 
 /// The TransformerLens name of a layer's captured pattern.
@@ -26,13 +30,19 @@ pub fn hook_name(layer: usize) -> String {
 
 impl AttentionCapture {
     pub fn new(n_layers: usize, n_heads: usize, window: usize) -> Self {
-        AttentionCapture { n_layers, n_heads, window, rows: (0..n_layers * n_heads).map(|_| Vec::new()).collect() }
+        AttentionCapture {
+            n_layers,
+            n_heads,
+            window,
+            rows: (0..n_layers * n_heads).map(|_| Vec::new()).collect(),
+            queries: (0..n_layers).map(|_| Vec::new()).collect(),
+        }
     }
 
-    /// The most bytes this store can hold.
-    pub fn bound_bytes(n_layers: usize, n_heads: usize, window: usize) -> u64 {
+    /// The most bytes this store can hold: the f16 patterns plus the f32 query rows.
+    pub fn bound_bytes(n_layers: usize, n_heads: usize, head_dim: usize, window: usize) -> u64 {
         let tri = window as u64 * (window as u64 + 1) / 2;
-        n_layers as u64 * n_heads as u64 * tri * 2
+        n_layers as u64 * n_heads as u64 * (tri * 2 + window as u64 * head_dim as u64 * 4)
     }
 
     pub fn window(&self) -> usize {
@@ -42,6 +52,23 @@ impl AttentionCapture {
     /// Forgets the sequence; keeps the allocations for the next one.
     pub fn clear(&mut self) {
         self.rows.iter_mut().for_each(Vec::clear);
+        self.queries.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Records the rotated query row (all heads) of position `query` in `layer`.
+    pub fn record_query(&mut self, layer: usize, query: usize, q: &[f32]) {
+        if query >= self.window {
+            return;
+        }
+        let store = &mut self.queries[layer];
+        debug_assert_eq!(store.len(), query * q.len());
+        store.extend_from_slice(q);
+    }
+
+    /// The rotated query of one head at one position, if captured.
+    pub fn query(&self, layer: usize, head: usize, query: usize, head_dim: usize) -> Option<&[f32]> {
+        let width = self.n_heads * head_dim;
+        self.queries[layer].get(query * width + head * head_dim..query * width + (head + 1) * head_dim)
     }
 
     /// Records the pattern row of query position `query` (its `query + 1` probabilities).
@@ -112,6 +139,6 @@ mod tests {
         assert_eq!(t, 3);
         assert_eq!(m[0 * 3 + 1], 0.0, "above the diagonal is zero");
         assert!((m[2 * 3..3 * 3].iter().sum::<f32>() - 1.0).abs() < 1e-3);
-        assert_eq!(AttentionCapture::bound_bytes(30, 9, 512), 30 * 9 * 512 * 513 / 2 * 2);
+        assert_eq!(AttentionCapture::bound_bytes(30, 9, 64, 512), 30 * 9 * (512 * 513 / 2 * 2 + 512 * 64 * 4));
     }
 }

@@ -69,6 +69,17 @@ pub struct Generation {
     /// The last sampled token, not yet fed to the model.
     unfed: Option<u32>,
     finished: Option<StopReason>,
+    params: SamplingParams,
+    /// Logits and context of the latest step, kept so its candidates can be shown on request.
+    last_step: Option<(usize, u32, Vec<f32>, Vec<u32>)>,
+}
+
+/// The candidates of one generated step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Predictions {
+    pub position: usize,
+    pub sampled: u32,
+    pub top: Vec<crate::sampler::Candidate>,
 }
 
 impl Generation {
@@ -92,6 +103,8 @@ impl Generation {
             max_tokens: opts.max_tokens,
             unfed: None,
             finished: None,
+            params: opts.sampling.clone(),
+            last_step: None,
         })
     }
 
@@ -109,6 +122,12 @@ impl Generation {
 
     pub fn finished(&self) -> Option<StopReason> {
         self.finished
+    }
+
+    /// The k most likely next tokens of the latest step, raw and as sampled.
+    pub fn predictions(&self, k: usize) -> Option<Predictions> {
+        let (position, sampled, logits, context) = self.last_step.as_ref()?;
+        Some(Predictions { position: *position, sampled: *sampled, top: self.params.candidates(logits, context, k) })
     }
 
     /// Produces the next token, or says why there is none.
@@ -129,6 +148,15 @@ impl Generation {
             model.forward(&[id])?;
         }
         let id = self.sampler.sample(model.logits(), &self.sequence)?;
+        let kept = self.last_step.take().map(|(_, _, mut l, mut c)| {
+            l.clear();
+            c.clear();
+            (l, c)
+        });
+        let (mut logits, mut context) = kept.unwrap_or_default();
+        logits.extend_from_slice(model.logits());
+        context.extend_from_slice(&self.sequence);
+        self.last_step = Some((self.sequence.len(), id, logits, context));
         self.sequence.push(id);
         self.unfed = Some(id);
         let label = tok.label(id);

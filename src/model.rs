@@ -162,7 +162,7 @@ impl RunState {
 /// Bytes the model needs beyond its weights, computed before anything is allocated.
 pub fn memory_needed(c: &Config, weights_bytes: u64, max_context: usize, capture_window: Option<usize>) -> (u64, String) {
     let kv = 2 * c.n_layers as u64 * c.kv_dim() as u64 * max_context as u64 * 4;
-    let capture = capture_window.map_or(0, |w| AttentionCapture::bound_bytes(c.n_layers, c.n_heads, w.min(max_context)));
+    let capture = capture_window.map_or(0, |w| AttentionCapture::bound_bytes(c.n_layers, c.n_heads, c.head_dim, w.min(max_context)) + (c.n_layers * c.dim * 4) as u64);
     let t = PREFILL_CHUNK as u64;
     let scratch = 4 * (t * (4 * c.dim as u64 + 2 * c.q_dim() as u64 + 2 * c.kv_dim() as u64 + 2 * c.ffn_dim as u64)
         + max_context as u64
@@ -183,6 +183,9 @@ pub struct Transformer {
     /// Tokens already in the KV cache; the next token goes at this position.
     pos: usize,
     max_context: usize,
+    /// With capture on: the residual stream after each block at the last fed position
+    /// (n_layers × d), for the logit lens.
+    resid_after: Vec<f32>,
 }
 
 impl Transformer {
@@ -194,6 +197,7 @@ impl Transformer {
             kv: KvCache::new(&config, max_context),
             state: RunState::new(&config, max_context),
             capture: capture_window.map(|w| AttentionCapture::new(config.n_layers, config.n_heads, w.min(max_context))),
+            resid_after: if capture_window.is_some() { vec![0.0; config.n_layers * config.dim] } else { Vec::new() },
             weights,
             config,
             pos: 0,
@@ -270,6 +274,9 @@ impl Transformer {
                 self.rope.rotate(&mut s.q[i * qd..(i + 1) * qd], p0 + i);
                 self.rope.rotate(&mut s.k[i * kvd..(i + 1) * kvd], p0 + i);
                 self.kv.write(l, p0 + i, &s.k[i * kvd..(i + 1) * kvd], &s.v[i * kvd..(i + 1) * kvd]);
+                if let Some(cap) = &mut self.capture {
+                    cap.record_query(l, p0 + i, &s.q[i * qd..(i + 1) * qd]);
+                }
             }
             for i in 0..t {
                 let p = p0 + i; // this query sees keys 0..=p
@@ -301,6 +308,9 @@ impl Transformer {
             s.xq.quantize(&s.gate[..t * f], t, f);
             block.w_down.matmul_q(&s.xq, &mut s.proj); //                         (t, d)
             add_into(&mut s.x[..t * d], &s.proj[..t * d]);
+            if !self.resid_after.is_empty() {
+                self.resid_after[l * d..(l + 1) * d].copy_from_slice(&s.x[(t - 1) * d..t * d]);
+            }
         }
         self.pos += t;
 
@@ -312,6 +322,69 @@ impl Transformer {
             w.output().matmul_q(&s.xq, &mut s.logits);
         }
     }
+}
+
+impl Transformer {
+    /// The logit lens at the last fed position: for each block, the final RMSNorm and the output
+    /// head applied to the residual stream after that block — what the model "would say" if it
+    /// stopped there. The last entry is the model's own logits. Needs capture on.
+    pub fn logit_lens(&self, mut each: impl FnMut(usize, &[f32])) -> Option<()> {
+        if self.resid_after.is_empty() || self.pos == 0 {
+            return None;
+        }
+        let (c, w) = (&self.config, &self.weights);
+        let mut normed = vec![0f32; c.dim];
+        let mut xq = QActivations::default();
+        let mut logits = vec![0f32; c.vocab_size];
+        for l in 0..c.n_layers {
+            rmsnorm_rows(&mut normed, &self.resid_after[l * c.dim..(l + 1) * c.dim], &w.final_norm, c.rms_norm_eps);
+            xq.quantize(&normed, 1, c.dim);
+            w.output().matmul_q(&xq, &mut logits);
+            each(l, &logits);
+        }
+        Some(())
+    }
+
+    /// Scaled dot-product attention of one query, step by step, recomputed from the captured
+    /// query and the cached keys and values with the functions the forward pass uses.
+    pub fn explain(&self, layer: usize, head: usize, query: usize) -> Option<Explanation> {
+        let c = &self.config;
+        if layer >= c.n_layers || head >= c.n_heads || query >= self.pos {
+            return None;
+        }
+        let q = self.capture.as_ref()?.query(layer, head, query, c.head_dim)?;
+        let g = c.kv_head_of(head);
+        let n = query + 1;
+        let keys = self.kv.keys(layer, g, n);
+        let values = self.kv.values(layer, g, n);
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let mut dots = vec![0f32; n];
+        attention::scores(q, keys, 1.0, &mut dots);
+        let mut scores = vec![0f32; n];
+        attention::scores(q, keys, scale, &mut scores);
+        let mut pattern = scores.clone();
+        attention::pattern(&mut pattern);
+        let mut out = vec![0f32; c.head_dim];
+        attention::weighted_sum(&pattern, values, &mut out);
+        let value_norms = values.chunks_exact(c.head_dim).map(|v| attention::dot(v, v).sqrt()).collect();
+        Some(Explanation { query, kv_head: g, head_dim: c.head_dim, scale, dots, scores, pattern, out, value_norms })
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    pub query: usize,
+    pub kv_head: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    /// q · k_j
+    pub dots: Vec<f32>,
+    /// q · k_j / √hd (what softmax sees; the mask means j ≤ query only)
+    pub scores: Vec<f32>,
+    pub pattern: Vec<f32>,
+    /// Σ_j pattern_j v_j
+    pub out: Vec<f32>,
+    pub value_norms: Vec<f32>,
 }
 
 /// RMSNorm of each d-wide row: y = x / √(mean(x²) + ε) ⊙ weight.

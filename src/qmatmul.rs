@@ -211,6 +211,14 @@ mod tests {
         (0..rows).map(|r| (0..cols).map(|k| w[r * cols + k] as f64 * x[k]).sum()).collect()
     }
 
+    fn blocks_of<T: GgmlType>(bytes: &[u8]) -> Vec<T> {
+        let n = bytes.len() / std::mem::size_of::<T>();
+        let mut blocks = vec![T::zeros(); n];
+        // SAFETY: GGML blocks are repr(C) plain data; the regions have the same length.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), blocks.as_mut_ptr() as *mut u8, bytes.len()) };
+        blocks
+    }
+
     fn check(kind: crate::format::GgmlKind) {
         let (rows, cols) = (37, 128);
         let w = values(rows * cols, 7);
@@ -227,15 +235,15 @@ mod tests {
         // differs by that rounding only).
         let mut candle_out = vec![0f32; rows];
         let x = values(cols, 3);
+        // Candle gets the very same blocks (our Q4_0 quantizer differs from candle's).
+        let bytes = m.to_bytes();
         match kind {
             crate::format::GgmlKind::Q8_0 => {
-                let mut blocks = vec![BlockQ8_0::zeros(); rows * cols / 32];
-                BlockQ8_0::from_float(&w, &mut blocks);
+                let blocks: Vec<BlockQ8_0> = blocks_of(&bytes);
                 candle_core::quantized::k_quants::matmul((1, cols, rows), &x, &blocks, &mut candle_out).unwrap();
             }
             crate::format::GgmlKind::Q4_0 => {
-                let mut blocks = vec![BlockQ4_0::zeros(); rows * cols / 32];
-                BlockQ4_0::from_float(&w, &mut blocks);
+                let blocks: Vec<BlockQ4_0> = blocks_of(&bytes);
                 candle_core::quantized::k_quants::matmul((1, cols, rows), &x, &blocks, &mut candle_out).unwrap();
             }
         }

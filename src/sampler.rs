@@ -90,6 +90,72 @@ impl Sampler {
     }
 }
 
+/// What the sampler sees for one step, for display: the raw softmax and the distribution actually
+/// sampled from. Mirrors `LogitsProcessor` (repeat penalty, ÷ temperature, softmax, top-k, then
+/// top-p with candle's cut rule) rather than calling it, because it keeps its probabilities private.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Candidate {
+    pub id: u32,
+    pub logit: f32,
+    /// softmax of the raw logits (temperature 1, no penalty).
+    pub prob: f32,
+    /// probability under the settings, after cuts and renormalization (0 if cut).
+    pub prob_final: f32,
+}
+
+impl SamplingParams {
+    pub fn candidates(&self, logits: &[f32], context: &[u32], k: usize) -> Vec<Candidate> {
+        let raw = softmax(logits, 1.0);
+        let mut adjusted = logits.to_vec();
+        if self.repeat_penalty != 1.0 {
+            let start = context.len().saturating_sub(self.repeat_last_n);
+            let mut seen = std::collections::HashSet::new();
+            for &id in &context[start..] {
+                if seen.insert(id) {
+                    if let Some(l) = adjusted.get_mut(id as usize) {
+                        *l = if *l >= 0.0 { *l / self.repeat_penalty } else { *l * self.repeat_penalty };
+                    }
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_unstable_by(|&a, &b| adjusted[b].total_cmp(&adjusted[a]));
+        let mut final_p = vec![0f32; logits.len()];
+        if self.temperature <= 0.0 {
+            final_p[order[0]] = 1.0;
+        } else {
+            let p = softmax(&adjusted, self.temperature as f32);
+            let keep = self.top_k.unwrap_or(order.len()).min(order.len());
+            let kept = &order[..keep];
+            let kept_mass: f32 = kept.iter().map(|&i| p[i]).sum();
+            // candle's rule: walk down the kept tokens, dropping each once the mass so far reaches p
+            // (with top-k, only when p is below what top-k kept).
+            let cut = self.top_p.map(|tp| tp as f32).filter(|&tp| self.top_k.is_none() || tp < kept_mass);
+            let mut cumsum = 0.0;
+            for &i in kept {
+                if cut.is_some_and(|tp| cumsum >= tp) {
+                    continue;
+                }
+                cumsum += p[i];
+                final_p[i] = p[i];
+            }
+            let total: f32 = final_p.iter().sum();
+            final_p.iter_mut().for_each(|x| *x /= total);
+        }
+        let mut by_raw: Vec<usize> = (0..logits.len()).collect();
+        by_raw.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        by_raw.iter().take(k).map(|&i| Candidate { id: i as u32, logit: logits[i], prob: raw[i], prob_final: final_p[i] }).collect()
+    }
+}
+
+fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut out: Vec<f32> = logits.iter().map(|&l| libm::expf((l - max) / temperature)).collect();
+    let sum: f32 = out.iter().sum();
+    out.iter_mut().for_each(|x| *x /= sum);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +201,17 @@ mod tests {
         let p = SamplingParams { repeat_penalty: 1.5, ..Default::default() };
         let mut s = Sampler::new(p).unwrap();
         assert_eq!(s.sample(&l, &[3]).unwrap(), 5);
+    }
+
+    #[test]
+    fn candidates_show_raw_and_final_probabilities() {
+        let l = vec![3.0f32, 2.0, 1.0, 0.0];
+        let greedy = SamplingParams { repeat_penalty: 1.0, ..Default::default() }.candidates(&l, &[], 4);
+        assert_eq!(greedy[0].prob_final, 1.0);
+        assert!((greedy.iter().map(|c| c.prob).sum::<f32>() - 1.0).abs() < 1e-6);
+        let top2 = SamplingParams { temperature: 1.0, top_k: Some(2), repeat_penalty: 1.0, ..Default::default() }.candidates(&l, &[], 4);
+        assert_eq!(top2[2].prob_final, 0.0);
+        assert!((top2[0].prob_final + top2[1].prob_final - 1.0).abs() < 1e-6);
     }
 
     #[test]

@@ -105,6 +105,49 @@ impl Engine {
         Ok(js_sys::Float32Array::from(weights.as_slice()))
     }
 
+    /// JSON: the k most likely next tokens of the latest step (raw and as sampled), or null.
+    pub fn predictions(&self, k: usize) -> String {
+        let Some(p) = self.generation.as_ref().and_then(|g| g.predictions(k.clamp(1, 100))) else { return "null".into() };
+        let top: Vec<_> = p
+            .top
+            .iter()
+            .map(|c| serde_json::json!({ "id": c.id, "label": self.tokenizer.label(c.id), "logit": c.logit, "prob": c.prob, "prob_final": c.prob_final }))
+            .collect();
+        serde_json::json!({ "position": p.position, "sampled": p.sampled, "sampled_label": self.tokenizer.label(p.sampled), "top": top }).to_string()
+    }
+
+    /// JSON: for each layer, the top-k tokens the final norm and output head would predict from
+    /// the residual stream after that layer, at the last fed position.
+    pub fn logit_lens(&self, k: usize) -> Result<String, JsError> {
+        let k = k.clamp(1, 50);
+        let mut layers = Vec::new();
+        self.model
+            .logit_lens(|layer, logits| {
+                let probs = softmax(logits);
+                let mut order: Vec<usize> = (0..logits.len()).collect();
+                order.select_nth_unstable_by(k, |&a, &b| logits[b].total_cmp(&logits[a]));
+                let mut top: Vec<usize> = order[..k].to_vec();
+                top.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+                let top: Vec<_> = top.iter().map(|&i| serde_json::json!({ "id": i, "label": self.tokenizer.label(i as u32), "prob": probs[i] })).collect();
+                layers.push(serde_json::json!({ "layer": layer, "top": top }));
+            })
+            .ok_or_else(|| js_err("the logit lens needs a sequence: generate first"))?;
+        Ok(serde_json::Value::Array(layers).to_string())
+    }
+
+    /// JSON: one query's scaled dot-product attention, step by step (see `Transformer::explain`).
+    pub fn explain(&self, layer: usize, head: usize, query: usize) -> Result<String, JsError> {
+        let e = self
+            .model
+            .explain(layer, head, query)
+            .ok_or_else(|| js_err(format!("no captured attention for layer {layer}, head {head}, token {query}")))?;
+        let ids = self.generation.as_ref().map_or(&[][..], |g| g.sequence());
+        let mut v = serde_json::to_value(&e).expect("an explanation serializes");
+        v["label"] = self.tokenizer.label(ids.get(query).copied().unwrap_or(0)).into();
+        v["keys"] = self.tokenizer.labels(&ids[..(query + 1).min(ids.len())]).into();
+        Ok(v.to_string())
+    }
+
     /// Every layer's and head's pattern as a size × size thumbnail (max-pooled), layer-major.
     pub fn overview(&self, size: usize) -> Result<js_sys::Float32Array, JsError> {
         let c = &self.model.config;
@@ -120,6 +163,14 @@ impl Engine {
         }
         Ok(js_sys::Float32Array::from(out.as_slice()))
     }
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut out: Vec<f32> = logits.iter().map(|&l| libm::expf(l - max)).collect();
+    let sum: f32 = out.iter().sum();
+    out.iter_mut().for_each(|x| *x /= sum);
+    out
 }
 
 /// Max-pools (or, when t < size, repeats) a t × t matrix into size × size.

@@ -293,6 +293,39 @@ fn captured_attention_is_causal_and_rows_are_probabilities() {
 }
 
 #[test]
+fn the_step_view_recomputes_exactly_what_the_model_attended() {
+    let c = tiny_config();
+    let file = tiny_file(&c, GgmlKind::Q8_0);
+    let mut m = engine(&c, &file, true);
+    m.forward(&PROMPT).unwrap();
+    for (l, h, q) in [(0, 0, 0), (1, 3, 7), (1, 2, 11)] {
+        let e = m.explain(l, h, q).unwrap();
+        let row = m.capture().unwrap().row(l, h, q).unwrap();
+        assert_eq!(e.pattern.len(), q + 1);
+        for (a, b) in e.pattern.iter().zip(&row) {
+            assert_eq!(half::f16::from_f32(*a).to_f32(), *b, "the captured row is this pattern, rounded to f16");
+        }
+        for (d, s) in e.dots.iter().zip(&e.scores) {
+            assert!((d * e.scale - s).abs() <= 1e-6 * (1.0 + s.abs()));
+        }
+    }
+    assert!(m.explain(2, 0, 0).is_none() && m.explain(0, 0, 12).is_none());
+}
+
+#[test]
+fn the_logit_lens_ends_with_the_models_own_logits() {
+    let c = tiny_config();
+    let file = tiny_file(&c, GgmlKind::Q4_0);
+    let mut m = engine(&c, &file, true);
+    let logits = m.forward(&PROMPT).unwrap().to_vec();
+    let mut lens = Vec::new();
+    m.logit_lens(|_, l| lens.push(l.to_vec())).unwrap();
+    assert_eq!(lens.len(), c.n_layers);
+    assert_eq!(lens.last().unwrap(), &logits);
+    assert_ne!(lens[0], logits);
+}
+
+#[test]
 fn capture_off_holds_nothing_and_gives_the_same_logits() {
     let c = tiny_config();
     let file = tiny_file(&c, GgmlKind::Q4_0);
