@@ -224,8 +224,23 @@ pub fn write(tensors: Vec<(String, TensorToWrite)>, extra: HashMap<String, Strin
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| FormatError::Container { file: "(writing)".into(), why: e.to_string() })?;
-    safetensors::serialize(views, Some(metadata))
-        .map_err(|e| FormatError::Container { file: "(writing)".into(), why: e.to_string() })
+    let mut bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| FormatError::Container { file: "(writing)".into(), why: e.to_string() })?;
+    canonicalize_header(&mut bytes);
+    Ok(bytes)
+}
+
+/// Rewrites the JSON header with its keys sorted. The safetensors crate writes `__metadata__` from
+/// a HashMap, whose order changes from run to run; sorted, the same model always gives the same
+/// bytes (and the same SHA-256 in the manifest). Same keys and values, so the same length.
+fn canonicalize_header(bytes: &mut [u8]) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = &bytes[8..8 + n];
+    let value: serde_json::Value = serde_json::from_slice(header).expect("the safetensors crate wrote valid JSON");
+    let sorted = serde_json::to_vec(&value).expect("JSON serializes");
+    assert!(sorted.len() <= n, "a reordered header has the same length");
+    bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+    bytes[8 + sorted.len()..8 + n].fill(b' ');
 }
 
 /// Little-endian f32 bytes → values (the bytes may sit at any alignment).
@@ -272,6 +287,16 @@ mod tests {
         let file = QSafetensors::read("t", &bytes).unwrap();
         let StoredTensor::Quantized { blocks, .. } = &file.tensors["w"] else { unreachable!() };
         assert_eq!((blocks.as_ptr() as usize - bytes.as_ptr() as usize) % 2, 0);
+    }
+
+    #[test]
+    fn the_same_tensors_always_give_the_same_bytes() {
+        let many = |_| {
+            let meta: HashMap<String, String> = (0..20).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+            write(vec![("norm".into(), TensorToWrite::F32 { shape: vec![1], values: vec![1.0] })], meta).unwrap()
+        };
+        let first = many(0);
+        assert!((1..10).all(|i| many(i) == first));
     }
 
     #[test]
