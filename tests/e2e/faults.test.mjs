@@ -1,0 +1,204 @@
+// Network faults, served on purpose by a loopback server that misbehaves (request interception is
+// not used: the model files are fetched inside a worker). Each test starts from an empty browser
+// profile, so everything comes over the network and nothing is cached beforehand.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { createReadStream, readFileSync, statSync, existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, extname, normalize } from 'node:path';
+import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, ROOT } from './browser.mjs';
+
+const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.wasm': 'application/wasm', '.svg': 'image/svg+xml' };
+const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'";
+const MODEL = '/models/smollm2-135m-instruct/';
+
+// What the server does wrong for one path: a function (req, res) → true when it has answered.
+const faults = new Map();
+let server;
+let base;
+
+before(async () => {
+  server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const fault = faults.get(path);
+    if (fault && fault(req, res)) return;
+    const file = path.startsWith('/models/') ? join(ROOT, normalize(path)) : join(ROOT, 'www', normalize(path === '/' ? '/index.html' : path));
+    if (!file.startsWith(ROOT) || !existsSync(file) || statSync(file).isDirectory()) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': MIME[extname(file)] ?? 'application/octet-stream',
+      'content-length': statSync(file).size,
+      'content-security-policy': CSP,
+      'cross-origin-opener-policy': 'same-origin',
+      'cross-origin-embedder-policy': 'require-corp',
+      'cache-control': 'no-store',
+    });
+    createReadStream(file).pipe(res);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${server.address().port}`;
+});
+
+after(() => server?.close());
+
+async function withPage(fn) {
+  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'attnscope-faults-')), { executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const violations = [];
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
+  try {
+    await page.goto(`${base}/`);
+    return await fn(page, violations);
+  } finally {
+    await context.close();
+  }
+}
+
+/** Waits for the model load to end; returns {ok, error, banner, notices}. */
+async function loadOutcome(page) {
+  const ok = await page.evaluate(() => window.attnscope.ready.then(() => true, (e) => e.message));
+  return {
+    ok: ok === true,
+    error: ok === true ? null : ok,
+    banner: await page.textContent('#banner'),
+    notices: await page.textContent('#notices'),
+  };
+}
+
+async function cachedPaths(page) {
+  return page.evaluate(async () => {
+    const cache = await caches.open('attnscope-models-v1');
+    return (await cache.keys()).map((r) => new URL(r.url).pathname);
+  });
+}
+
+test('a download cut off half way is retried, says so, and leaves nothing partial in the cache', async () => {
+  let cuts = 0;
+  faults.set(`${MODEL}model.q8_0.safetensors`, (req, res) => {
+    if (cuts > 0) return false;
+    cuts += 1;
+    const file = join(ROOT, 'models/smollm2-135m-instruct/model.q8_0.safetensors');
+    const size = statSync(file).size;
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
+    const stream = createReadStream(file, { start: 0, end: Math.floor(size / 2) });
+    stream.on('end', () => res.destroy());
+    stream.pipe(res, { end: false });
+    return true;
+  });
+  try {
+    await withPage(async (page) => {
+      const r = await loadOutcome(page);
+      assert.ok(r.ok, `the load should recover: ${r.error}`);
+      assert.equal(cuts, 1);
+      assert.match(r.notices, /model\.q8_0\.safetensors.*(interrupted|retry)/i);
+      const cached = await page.evaluate(async () => {
+        const cache = await caches.open('attnscope-models-v1');
+        const out = [];
+        for (const req of await cache.keys()) out.push([new URL(req.url).pathname, (await (await cache.match(req)).arrayBuffer()).byteLength]);
+        return out;
+      });
+      const weights = cached.find(([p]) => p.endsWith('model.q8_0.safetensors'));
+      assert.equal(weights?.[1], statSync(join(ROOT, 'models/smollm2-135m-instruct/model.q8_0.safetensors')).size, 'only the complete, verified file is cached');
+    });
+  } finally {
+    faults.clear();
+  }
+});
+
+test('a missing file (404) names the file and is not cached', async () => {
+  faults.set(`${MODEL}tokenizer.json`, (req, res) => {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('no such file');
+    return true;
+  });
+  try {
+    await withPage(async (page) => {
+      const r = await loadOutcome(page);
+      assert.ok(!r.ok);
+      assert.match(r.banner, /tokenizer\.json/);
+      assert.match(r.banner, /404/);
+      assert.ok(!(await cachedPaths(page)).some((p) => p.endsWith('tokenizer.json')));
+    });
+  } finally {
+    faults.clear();
+  }
+});
+
+test('an HTML error page served with status 200 is recognised, named and not cached', async () => {
+  faults.set(`${MODEL}config.json`, (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><h1>Oops, something went wrong</h1>');
+    return true;
+  });
+  try {
+    await withPage(async (page) => {
+      const r = await loadOutcome(page);
+      assert.ok(!r.ok);
+      assert.match(r.banner, /config\.json/);
+      assert.match(r.banner, /HTML/);
+      assert.ok(!(await cachedPaths(page)).some((p) => p.endsWith('config.json')));
+    });
+  } finally {
+    faults.clear();
+  }
+});
+
+test('a file whose SHA-256 does not match the manifest is refused, named and not cached', async () => {
+  const manifest = JSON.parse(readFileSync(join(ROOT, 'models/smollm2-135m-instruct/manifest.json'), 'utf8'));
+  manifest.files['config.json'].sha256 = '0'.repeat(64);
+  faults.set(`${MODEL}manifest.json`, (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(manifest));
+    return true;
+  });
+  try {
+    await withPage(async (page) => {
+      const r = await loadOutcome(page);
+      assert.ok(!r.ok);
+      assert.match(r.banner, /config\.json/);
+      assert.match(r.banner, /SHA-256/);
+      assert.ok(!(await cachedPaths(page)).some((p) => p.endsWith('config.json')));
+    });
+  } finally {
+    faults.clear();
+  }
+});
+
+test('stale JavaScript glue beside a new wasm is explained, not a LinkError', async () => {
+  const glue = readFileSync(join(ROOT, 'www/pkg/attnscope.js'), 'utf8').replace(/BUILD_ID = "[0-9a-f]+"/, `BUILD_ID = "${'f'.repeat(64)}"`);
+  faults.set('/pkg/attnscope.js', (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/javascript', 'content-security-policy': CSP }).end(glue);
+    return true;
+  });
+  try {
+    await withPage(async (page) => {
+      const r = await loadOutcome(page);
+      assert.ok(!r.ok);
+      assert.match(r.banner, /different builds/);
+      assert.match(r.banner, /reload/i);
+      assert.doesNotMatch(r.banner, /LinkError/);
+    });
+  } finally {
+    faults.clear();
+  }
+});
+
+test('hostile text in the prompt and output is shown as text, under a strict CSP, with no violations', async () => {
+  await withPage(async (page, violations) => {
+    const r = await loadOutcome(page);
+    assert.ok(r.ok, r.error);
+    const hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> says';
+    const result = await page.evaluate((prompt) => window.attnscope.generate({ prompt, maxTokens: 8, temperature: 0, repeatPenalty: 1.0 }), hostile);
+    assert.equal(result.ids.length, 8);
+    assert.equal(await page.evaluate(() => window.__pwned), undefined);
+    assert.equal(await page.locator('main img').count(), 0);
+    const shown = await page.textContent('#output');
+    assert.ok(shown.includes('<img src=x onerror='), 'the prompt is echoed literally');
+    await page.waitForTimeout(300);
+    const tokenText = await page.textContent('token-text');
+    assert.ok(tokenText.includes('<img'), 'token labels are text');
+    assert.deepEqual(violations, []);
+  });
+});
