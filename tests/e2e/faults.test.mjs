@@ -202,3 +202,76 @@ test('hostile text in the prompt and output is shown as text, under a strict CSP
     assert.deepEqual(violations, []);
   });
 });
+
+test('a full storage quota falls back to running uncached, and says so', async () => {
+  await withPage(async (page) => {
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin: base, quotaSize: 64 * 1024 });
+    await page.reload();
+    const r = await loadOutcome(page);
+    assert.ok(r.ok, `the model still runs: ${r.error}`);
+    assert.match(r.notices, /storage is full|running without the cache|could not keep/i);
+    const result = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 2, temperature: 0, repeatPenalty: 1.0 }));
+    assert.equal(result.ids[0], 7042);
+  });
+});
+
+test('a prompt longer than the context is refused with the token counts, and the next run works', async () => {
+  await withPage(async (page) => {
+    assert.ok((await loadOutcome(page)).ok);
+    const long = 'attention '.repeat(2100);
+    const err = await page.evaluate((prompt) => window.attnscope.generate({ prompt, maxTokens: 4 }).then(() => null, (e) => e.message), long);
+    assert.match(err, /prompt is \d+ tokens but the context holds 2048/);
+    assert.match(await page.textContent('#banner'), /shorten the prompt/);
+    const ok = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 2, temperature: 0, repeatPenalty: 1.0 }));
+    assert.equal(ok.ids[0], 7042);
+  });
+});
+
+test('emoji split across byte tokens stream without a broken character, as in the CLI', async () => {
+  const prompt = 'Crabs: 🦀🦀🦀 Hearts: ❤️❤️❤️ Families: 👨‍👩‍👧👨‍👩‍👧';
+  const { execFileSync } = await import('node:child_process');
+  const native = execFileSync(join(ROOT, 'target/release/attnscope'), ['generate', '--model', join(ROOT, 'models/smollm2-135m-instruct'), '--prompt', prompt, '--max-tokens', '24', '--temperature', '0', '--repeat-penalty', '1.0', '--json'], { encoding: 'utf8' })
+    .trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'id' in l);
+  await withPage(async (page) => {
+    assert.ok((await loadOutcome(page)).ok);
+    const pieces = await page.evaluate((p) => new Promise((resolve, reject) => {
+      const seen = [];
+      const before = document.getElementById('output-text').textContent.length;
+      const onToken = () => seen.push(document.getElementById('output-text').textContent.slice(before));
+      document.addEventListener('attnscope:token', onToken);
+      window.attnscope.generate({ prompt: p, maxTokens: 24, temperature: 0, repeatPenalty: 1.0 })
+        .then((r) => { document.removeEventListener('attnscope:token', onToken); resolve({ text: r.text, ids: r.ids, seen }); }, reject);
+    }), prompt);
+    assert.deepEqual(pieces.ids, native.map((l) => l.id));
+    assert.equal(pieces.text, native.map((l) => l.text).join(''));
+    assert.ok(pieces.seen.every((s) => !s.includes('\uFFFD')), 'no replacement character is ever on screen');
+  });
+});
+
+test('Stop during the prefill and rapid Stop/Generate leave the app idle and working', async () => {
+  await withPage(async (page) => {
+    assert.ok((await loadOutcome(page)).ok);
+    // A prompt of ~600 tokens takes a while to read; press Stop (the button) while it is read.
+    const long = 'The history of the transformer architecture is long. '.repeat(60);
+    await page.evaluate((prompt) => {
+      window.__run = window.attnscope.generate({ prompt, maxTokens: 50, temperature: 0 }).then((r) => r.stats, (e) => ({ error: e.message }));
+    }, long);
+    await page.waitForSelector('#stop:not([disabled])');
+    await page.click('#stop');
+    const stats = await page.evaluate(() => window.__run);
+    assert.equal(stats.stop_reason, 'stopped');
+    assert.ok(stats.generated_tokens <= 1, `${stats.generated_tokens} tokens after Stop during the prefill`);
+    for (let i = 0; i < 5; i++) {
+      const r = await page.evaluate(() => {
+        const run = window.attnscope.generate({ prompt: 'Once upon a time', maxTokens: 30, temperature: 0.7, seed: 5 });
+        setTimeout(() => window.attnscope.stop(), 5);
+        return run.then((x) => x.stats.stop_reason);
+      });
+      assert.ok(['stopped', 'max_tokens', 'eos'].includes(r), r);
+    }
+    const ok = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 2, temperature: 0, repeatPenalty: 1.0 }));
+    assert.equal(ok.ids[0], 7042);
+    assert.equal(await page.isDisabled('#generate'), false);
+  });
+});
