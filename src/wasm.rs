@@ -23,6 +23,13 @@ pub fn set_panic_hook() {
     console_error_panic_hook::set_once();
 }
 
+/// Panics on purpose, so the tests can check that a crash inside the model reaches a person as a
+/// readable message and a fresh worker, never as a bare `unreachable` trap.
+#[wasm_bindgen]
+pub fn crash_for_tests(message: &str) {
+    panic!("{message}");
+}
+
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
