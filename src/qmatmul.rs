@@ -5,7 +5,8 @@
 //! scalar), each summing the per-block products in its own order, so the browser and the native
 //! CLI drift apart in the last bits and greedy decoding picks different tokens within a few dozen
 //! steps. Here the integer part of each block (32 int8 products) is exact on every platform, SIMD
-//! or not, and the float part is one fixed sequence, `acc += sumᵢ · (d_w · d_x)` block by block.
+//! or not, and the float part is one fixed sequence (four lane accumulators, each adding
+//! `lane sum · (d_w · d_x)` block by block, then added in a fixed order; see the dot products).
 //! So every platform computes the same bits, and the browser's tokens equal the CLI's.
 //!
 //! Layout: block scales are converted from f16 to f32 once at load (wasm has no f16 instructions),
@@ -114,87 +115,221 @@ fn run_rows(rows: usize, _m: usize, out: &mut [f32], job: impl Fn(usize, &mut dy
     }
 }
 
-/// Σ_blocks (Σ_j w_j·x_j) · (d_w · d_x), blocks in order.
+// The dot products. Each block's 32 integer products are summed into four lanes, lane k holding
+// elements {2k, 2k+1, 2k+8, 2k+9} of each 16-element half — the grouping of wasm's i32x4.dot_i16x8
+// and x86's pmaddwd alike. Each lane accumulates `lane_sum · (d_w · d_x)` block by block, and the
+// lanes are added last as (l0 + l1) + (l2 + l3). The wasm, SSE2 and portable versions below all
+// follow this one order, so every build gives identical bits, and no SIMD build reduces across
+// lanes inside the loop.
+
 #[inline]
 fn dot_q8(ws: &[f32], wq: &[i8], xs: &[f32], xq: &[i8]) -> f32 {
-    let mut acc = 0f32;
+    let mut acc = lanes::Acc::default();
     for (b, (dw, dx)) in ws.iter().zip(xs).enumerate() {
-        let sum = dot_i8_32(&wq[b * BLOCK..(b + 1) * BLOCK], &xq[b * BLOCK..(b + 1) * BLOCK]);
-        acc += sum as f32 * (dw * dx);
+        acc.add(lanes::i8_32(&wq[b * BLOCK..(b + 1) * BLOCK], &xq[b * BLOCK..(b + 1) * BLOCK]), dw * dx);
     }
-    acc
+    acc.total()
 }
 
 #[inline]
 fn dot_q4(ws: &[f32], wn: &[u8], xs: &[f32], xq: &[i8]) -> f32 {
-    let mut acc = 0f32;
+    let mut acc = lanes::Acc::default();
     for (b, (dw, dx)) in ws.iter().zip(xs).enumerate() {
-        let sum = dot_nibbles_32(&wn[b * 16..(b + 1) * 16], &xq[b * BLOCK..(b + 1) * BLOCK]);
-        acc += sum as f32 * (dw * dx);
+        acc.add(lanes::nibbles_32(&wn[b * 16..(b + 1) * 16], &xq[b * BLOCK..(b + 1) * BLOCK]), dw * dx);
     }
-    acc
+    acc.total()
 }
 
-#[cfg(not(target_feature = "simd128"))]
-#[inline]
-fn dot_i8_32(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
-}
+/// The portable definition of the lanes (and the fallback on other CPUs).
+#[allow(dead_code)]
+mod portable {
+    pub type Ints = [i32; 4];
 
-#[cfg(not(target_feature = "simd128"))]
-#[inline]
-fn dot_nibbles_32(n: &[u8], x: &[i8]) -> i32 {
-    let (lo, hi) = x.split_at(16);
-    n.iter().zip(lo).zip(hi).map(|((&q, &l), &h)| ((q & 0x0F) as i32 - 8) * l as i32 + ((q >> 4) as i32 - 8) * h as i32).sum()
-}
+    #[derive(Default)]
+    pub struct Acc([f32; 4]);
 
-#[cfg(target_feature = "simd128")]
-#[inline]
-fn dot_i8_32(a: &[i8], b: &[i8]) -> i32 {
-    use core::arch::wasm32::*;
-    debug_assert!(a.len() >= 32 && b.len() >= 32);
-    // SAFETY: both slices hold 32 bytes (one block); v128_load has no alignment requirement.
-    unsafe {
-        let a0 = v128_load(a.as_ptr() as *const v128);
-        let a1 = v128_load(a.as_ptr().add(16) as *const v128);
-        let b0 = v128_load(b.as_ptr() as *const v128);
-        let b1 = v128_load(b.as_ptr().add(16) as *const v128);
-        hsum(i32x4_add(dot16(a0, b0), dot16(a1, b1)))
+    impl Acc {
+        #[inline]
+        pub fn add(&mut self, sums: Ints, scale: f32) {
+            for k in 0..4 {
+                self.0[k] += sums[k] as f32 * scale;
+            }
+        }
+        #[inline]
+        pub fn total(&self) -> f32 {
+            (self.0[0] + self.0[1]) + (self.0[2] + self.0[3])
+        }
     }
-}
 
-#[cfg(target_feature = "simd128")]
-#[inline]
-fn dot_nibbles_32(n: &[u8], x: &[i8]) -> i32 {
-    use core::arch::wasm32::*;
-    debug_assert!(n.len() >= 16 && x.len() >= 32);
-    // SAFETY: n holds 16 bytes and x 32 (one block); unaligned loads are allowed.
-    unsafe {
-        let packed = v128_load(n.as_ptr() as *const v128);
-        let lo = i8x16_sub(v128_and(packed, u8x16_splat(0x0F)), i8x16_splat(8));
-        let hi = i8x16_sub(u8x16_shr(packed, 4), i8x16_splat(8));
-        let x0 = v128_load(x.as_ptr() as *const v128);
-        let x1 = v128_load(x.as_ptr().add(16) as *const v128);
-        hsum(i32x4_add(dot16(lo, x0), dot16(hi, x1)))
+    /// Integer sums are exact in any order: pair the two halves first, then add each lane's pairs.
+    #[inline]
+    fn gather(pairs: [i32; 16]) -> Ints {
+        std::array::from_fn(|k| pairs[2 * k] + pairs[2 * k + 1] + pairs[2 * k + 8] + pairs[2 * k + 9])
+    }
+
+    #[inline]
+    pub fn i8_32(a: &[i8], b: &[i8]) -> Ints {
+        gather(std::array::from_fn(|e| a[e] as i32 * b[e] as i32 + a[16 + e] as i32 * b[16 + e] as i32))
+    }
+
+    #[inline]
+    pub fn nibbles_32(n: &[u8], x: &[i8]) -> Ints {
+        gather(std::array::from_fn(|e| ((n[e] & 0x0F) as i32 - 8) * x[e] as i32 + ((n[e] >> 4) as i32 - 8) * x[16 + e] as i32))
     }
 }
 
-/// 16 int8 × int8 products summed into four int32 lanes (exact: |product| ≤ 2¹⁴).
 #[cfg(target_feature = "simd128")]
-#[inline]
-fn dot16(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+mod lanes {
     use core::arch::wasm32::*;
-    let lo = i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), i16x8_extend_low_i8x16(b));
-    let hi = i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), i16x8_extend_high_i8x16(b));
-    i32x4_add(lo, hi)
+
+    pub type Ints = v128;
+    pub struct Acc(v128);
+
+    impl Default for Acc {
+        fn default() -> Self {
+            Acc(f32x4_splat(0.0))
+        }
+    }
+
+    impl Acc {
+        #[inline]
+        pub fn add(&mut self, sums: Ints, scale: f32) {
+            self.0 = f32x4_add(self.0, f32x4_mul(f32x4_convert_i32x4(sums), f32x4_splat(scale)));
+        }
+        #[inline]
+        pub fn total(&self) -> f32 {
+            let v = self.0;
+            (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v)) + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
+        }
+    }
+
+    /// 16 int8 × int8 products into four int32 lanes (exact: |product| ≤ 2¹⁴).
+    #[inline]
+    fn dot16(a: v128, b: v128) -> v128 {
+        let lo = i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), i16x8_extend_low_i8x16(b));
+        let hi = i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), i16x8_extend_high_i8x16(b));
+        i32x4_add(lo, hi)
+    }
+
+    #[inline]
+    pub fn i8_32(a: &[i8], b: &[i8]) -> Ints {
+        assert!(a.len() >= 32 && b.len() >= 32);
+        // SAFETY: both slices hold 32 bytes (checked); v128_load has no alignment requirement.
+        unsafe {
+            let a0 = v128_load(a.as_ptr() as *const v128);
+            let a1 = v128_load(a.as_ptr().add(16) as *const v128);
+            let b0 = v128_load(b.as_ptr() as *const v128);
+            let b1 = v128_load(b.as_ptr().add(16) as *const v128);
+            i32x4_add(dot16(a0, b0), dot16(a1, b1))
+        }
+    }
+
+    #[inline]
+    pub fn nibbles_32(n: &[u8], x: &[i8]) -> Ints {
+        assert!(n.len() >= 16 && x.len() >= 32);
+        // SAFETY: n holds 16 bytes and x 32 (checked); unaligned loads are allowed.
+        unsafe {
+            let packed = v128_load(n.as_ptr() as *const v128);
+            let lo = i8x16_sub(v128_and(packed, u8x16_splat(0x0F)), i8x16_splat(8));
+            let hi = i8x16_sub(u8x16_shr(packed, 4), i8x16_splat(8));
+            let x0 = v128_load(x.as_ptr() as *const v128);
+            let x1 = v128_load(x.as_ptr().add(16) as *const v128);
+            i32x4_add(dot16(lo, x0), dot16(hi, x1))
+        }
+    }
 }
 
-#[cfg(target_feature = "simd128")]
-#[inline]
-fn hsum(v: core::arch::wasm32::v128) -> i32 {
-    use core::arch::wasm32::*;
-    i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v) + i32x4_extract_lane::<2>(v) + i32x4_extract_lane::<3>(v)
+/// x86-64: SSE2 is always there; pmaddwd groups products exactly as wasm's dot_i16x8 does.
+#[cfg(all(target_arch = "x86_64", not(target_feature = "simd128")))]
+mod lanes {
+    use core::arch::x86_64::*;
+
+    pub type Ints = __m128i;
+    pub struct Acc(__m128);
+
+    impl Default for Acc {
+        fn default() -> Self {
+            // SAFETY: SSE2 is part of the x86-64 baseline.
+            Acc(unsafe { _mm_setzero_ps() })
+        }
+    }
+
+    impl Acc {
+        #[inline]
+        pub fn add(&mut self, sums: Ints, scale: f32) {
+            // SAFETY: SSE2 baseline; cvtepi32_ps rounds to nearest like `as f32`.
+            unsafe { self.0 = _mm_add_ps(self.0, _mm_mul_ps(_mm_cvtepi32_ps(sums), _mm_set1_ps(scale))) }
+        }
+        #[inline]
+        pub fn total(&self) -> f32 {
+            let mut l = [0f32; 4];
+            // SAFETY: l has room for four f32.
+            unsafe { _mm_storeu_ps(l.as_mut_ptr(), self.0) };
+            (l[0] + l[1]) + (l[2] + l[3])
+        }
+    }
+
+    /// Sign-extends the low / high eight int8 of v to int16.
+    #[inline]
+    unsafe fn widen(v: __m128i) -> (__m128i, __m128i) {
+        // SAFETY (callers): SSE2 baseline.
+        unsafe {
+            let sign = _mm_cmpgt_epi8(_mm_setzero_si128(), v);
+            (_mm_unpacklo_epi8(v, sign), _mm_unpackhi_epi8(v, sign))
+        }
+    }
+
+    #[inline]
+    unsafe fn dot16(a: __m128i, b: __m128i) -> __m128i {
+        // SAFETY (callers): SSE2 baseline.
+        unsafe {
+            let (alo, ahi) = widen(a);
+            let (blo, bhi) = widen(b);
+            _mm_add_epi32(_mm_madd_epi16(alo, blo), _mm_madd_epi16(ahi, bhi))
+        }
+    }
+
+    #[inline]
+    pub fn i8_32(a: &[i8], b: &[i8]) -> Ints {
+        assert!(a.len() >= 32 && b.len() >= 32);
+        // SAFETY: both slices hold 32 bytes (checked); loadu has no alignment requirement.
+        unsafe {
+            let a0 = _mm_loadu_si128(a.as_ptr() as *const __m128i);
+            let a1 = _mm_loadu_si128(a.as_ptr().add(16) as *const __m128i);
+            let b0 = _mm_loadu_si128(b.as_ptr() as *const __m128i);
+            let b1 = _mm_loadu_si128(b.as_ptr().add(16) as *const __m128i);
+            _mm_add_epi32(dot16(a0, b0), dot16(a1, b1))
+        }
+    }
+
+    #[inline]
+    pub fn nibbles_32(n: &[u8], x: &[i8]) -> Ints {
+        assert!(n.len() >= 16 && x.len() >= 32);
+        // SAFETY: n holds 16 bytes and x 32 (checked).
+        unsafe {
+            let packed = _mm_loadu_si128(n.as_ptr() as *const __m128i);
+            let mask = _mm_set1_epi8(0x0F);
+            let eight = _mm_set1_epi8(8);
+            let lo = _mm_sub_epi8(_mm_and_si128(packed, mask), eight);
+            let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), eight);
+            let x0 = _mm_loadu_si128(x.as_ptr() as *const __m128i);
+            let x1 = _mm_loadu_si128(x.as_ptr().add(16) as *const __m128i);
+            _mm_add_epi32(dot16(lo, x0), dot16(hi, x1))
+        }
+    }
+
+    /// The lanes as integers (tests).
+    #[allow(dead_code)]
+    pub fn to_array(v: Ints) -> [i32; 4] {
+        let mut out = [0i32; 4];
+        // SAFETY: out has room for four i32.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, v) };
+        out
+    }
 }
+
+#[cfg(not(any(target_feature = "simd128", target_arch = "x86_64")))]
+use portable as lanes;
 
 #[cfg(test)]
 mod tests {
@@ -260,6 +395,18 @@ mod tests {
     #[test]
     fn q4_0_matches_a_scalar_reference_and_candle() {
         check(crate::format::GgmlKind::Q4_0);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_lanes_equal_the_portable_definition_exactly() {
+        let a: Vec<i8> = (0..32).map(|i| ((i * 37 + 11) % 255) as u8 as i8).collect();
+        let b: Vec<i8> = (0..32).map(|i| ((i * 91 + 3) % 255) as u8 as i8).collect();
+        let n: Vec<u8> = (0..16).map(|i| (i * 53 + 7) as u8).collect();
+        assert_eq!(super::lanes::to_array(super::lanes::i8_32(&a, &b)), super::portable::i8_32(&a, &b));
+        assert_eq!(super::lanes::to_array(super::lanes::nibbles_32(&n, &b)), super::portable::nibbles_32(&n, &b));
+        let extremes = [-128i8; 32];
+        assert_eq!(super::lanes::to_array(super::lanes::i8_32(&extremes, &extremes)), super::portable::i8_32(&extremes, &extremes));
     }
 
     #[test]
