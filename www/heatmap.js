@@ -1,5 +1,5 @@
 // Pure drawing helpers: probabilities → colours → pixels. No DOM here, so the same functions
-// serve the big heatmap, the all-heads thumbnails, exports and tests.
+// serve the big heatmap, the all-heads thumbnails and the text view, and can be checked in Node.
 
 // Viridis, a perceptually uniform and colour-blind-safe scale, as the degree-6 polynomial fit
 // published with matplotlib's colormap (error well below one 8-bit step).
@@ -65,23 +65,6 @@ export function toPixels(values, size, max, masked = [0, 0, 0, 0]) {
     }
   }
   return px;
-}
-
-/** SVG text of a heatmap (for export): one rect per visible cell, labels on both axes. */
-export function toSvg(values, size, max, tokens, title) {
-  const cell = 14;
-  const pad = 120;
-  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-  const parts = [`<svg xmlns="http://www.w3.org/2000/svg" width="${pad + size * cell + 10}" height="${pad + size * cell + 10}" font-family="sans-serif" font-size="10">`, `<title>${esc(title)}</title>`];
-  for (let i = 0; i < size; i++) {
-    parts.push(`<text x="${pad - 4}" y="${pad + i * cell + cell * 0.75}" text-anchor="end">${esc(tokens[i])}</text>`);
-    parts.push(`<text transform="translate(${pad + i * cell + cell * 0.75},${pad - 4}) rotate(-60)">${esc(tokens[i])}</text>`);
-    for (let j = 0; j <= i; j++) {
-      parts.push(`<rect x="${pad + j * cell}" y="${pad + i * cell}" width="${cell}" height="${cell}" fill="${colour(values[i * size + j] / max)}"><title>${values[i * size + j].toFixed(4)}</title></rect>`);
-    }
-  }
-  parts.push('</svg>');
-  return parts.join('\n');
 }
 
 /** A token label made visible: spaces as ·, newlines as ↵, tabs as →. */

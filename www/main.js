@@ -1,5 +1,5 @@
 // The page: UI wiring and the `window.attnscope` scripting API. The model lives in worker.js;
-// this file only sends requests and draws what comes back.
+// this file only sends requests (protocol.js) and hands what comes back to the views.
 
 import { MSG, PROTOCOL_VERSION, message } from './protocol.js';
 import { VIRIDIS } from './heatmap.js';
@@ -9,35 +9,48 @@ import './views/token-text.js';
 
 const $ = (id) => document.getElementById(id);
 const MODEL_BASE = new URL('models/smollm2-135m-instruct/', document.baseURI).href;
-const OVERVIEW_SIZE = 24;
+const OVERVIEW_SIZE = 24; // thumbnail cells per side in the all-heads grid
+const OVERVIEW_EVERY_MS = 1500; // the grid is refreshed at most this often during a generation
 
 const state = {
   worker: null,
-  info: null,
+  info: null, // Engine.info() of the loaded model, null while loading or after a crash
   quant: null,
   loading: null, // promise of the current load
-  run: null, // {id, prompt, options, promptIds, promptTokens, ids, labels, text, resolve, reject}
+  loadCallbacks: null, // {resolve, reject} of `loading`
+  run: null, // the generation in progress
+  lastRun: null, // the finished one whose attention is on screen
   selection: { layer: 0, head: 0 },
-  textMode: 'head',
+  textMode: 'head', // 'head' or 'mean'
   pending: new Map(), // request id → {resolve, reject}
   nextId: 1,
-  attention: null, // the drawn pattern {layer, head, size, tokens, weights}
-  meanRows: null,
-  refreshInFlight: false,
-  refreshAgain: false,
+  refreshing: false,
+  refreshAgain: null, // options of a refresh asked for while one was in flight
   lastOverviewAt: 0,
 };
 
 // ---------------------------------------------------------------- the worker
 
 function startWorker() {
-  state.worker?.terminate();
-  state.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-  state.worker.onmessage = (e) => onWorkerMessage(e.data);
-  state.worker.onerror = (e) => {
+  stopWorker();
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  worker.onmessage = (e) => onWorkerMessage(e.data);
+  worker.onerror = (e) => {
     e.preventDefault?.();
-    showBanner('The app could not start its worker.', `${e.message || 'unknown error'} — reload the page; if it persists, reload with cache bypass (Ctrl+Shift+R).`);
+    const why = e.message || 'its script did not load';
+    failLoad(new Error(`the app's worker could not start: ${why}`));
+    showBanner(`The app's worker could not start: ${why}.`, 'Reload with cache bypass (Ctrl+Shift+R); if it persists, the server\'s www/ folder is incomplete: run ./build.sh serve.', { action: ['Reload', () => location.reload()] });
   };
+  worker.onmessageerror = () => showBanner('A message from the worker could not be read.', 'Reload the page.');
+  state.worker = worker;
+}
+
+function stopWorker() {
+  if (!state.worker) return;
+  state.worker.terminate();
+  state.worker = null;
+  for (const p of state.pending.values()) p.reject(new Error('the worker was restarted'));
+  state.pending.clear();
 }
 
 function send(type, body = {}) {
@@ -56,22 +69,48 @@ function loadModel(quant) {
   if (state.quant === quant && state.loading) return state.loading;
   state.quant = quant;
   state.info = null;
-  setBusy(true);
+  state.lastRun = null; // a new Engine starts with no sequence
+  $('quant').value = quant;
+  setBusy();
   $('loading').hidden = false;
   $('notices').replaceChildren();
-  $('model-status').textContent = `loading ${quant} weights…`;
+  $('notices-box').hidden = true;
+  $('progress').value = 0;
+  $('progress-file').textContent = 'preparing…';
+  $('progress-bytes').textContent = '';
+  $('model-status').textContent = `loading the ${quant} weights…`;
   if (!state.worker) startWorker();
   state.loading = new Promise((resolve, reject) => {
-    state.onReady = resolve;
-    state.onLoadError = reject;
+    state.loadCallbacks = { resolve, reject };
   });
+  state.loading.catch(() => {});
   send(MSG.LOAD, { quant, base: MODEL_BASE });
   return state.loading;
 }
 
+function failLoad(error) {
+  state.loadCallbacks?.reject(error);
+  state.loadCallbacks = null;
+  state.loading = null;
+  state.info = null;
+  $('model-status').textContent = 'the model is not loaded';
+  setBusy();
+}
+
+/** After a crash: a fresh worker and model (from the cache); the prompt and the output stay. */
+function restartModel() {
+  hideBanner();
+  const quant = state.quant ?? $('quant').value;
+  state.quant = null;
+  state.loading = null;
+  startWorker();
+  return loadModel(quant).catch(() => {});
+}
+
 function onWorkerMessage(msg) {
   if (msg?.v !== PROTOCOL_VERSION) {
-    showBanner('The page and its worker are from different versions.', 'Reload with cache bypass (Ctrl+Shift+R).');
+    failLoad(new Error('the page and its worker are from different versions of attnscope'));
+    showBanner('The page and its worker are from different versions of attnscope.', 'Reload with cache bypass (Ctrl+Shift+R).');
     return;
   }
   switch (msg.type) {
@@ -92,33 +131,40 @@ function onWorkerMessage(msg) {
   }
 }
 
-function onProgress({ file, loaded, total, phase }) {
-  const mb = (b) => (b / 1e6).toFixed(1);
-  const verb = { download: 'downloading', verify: 'checking', cached: 'from cache' }[phase] ?? phase;
-  $('progress-file').textContent = `${verb} ${file}`;
-  $('progress-bytes').textContent = total ? `${mb(loaded)} / ${mb(total)} MB (${Math.floor((100 * loaded) / total)}%)` : '';
-  $('progress').value = total ? loaded / total : 0;
+const mb = (bytes) => (bytes / 1e6).toFixed(1);
+
+function onProgress({ file, loaded, total, phase, overallLoaded, overallTotal }) {
+  const verb = { download: 'downloading', verify: 'checking the SHA-256 of', cached: 'found in the cache:' }[phase] ?? phase;
+  $('progress-file').textContent = phase === 'download' ? `${verb} ${file} (${mb(loaded)} / ${mb(total)} MB)` : `${verb} ${file}`;
+  const all = overallTotal || total;
+  const done = overallTotal ? overallLoaded : loaded;
+  $('progress-bytes').textContent = all ? `${mb(done)} / ${mb(all)} MB (${Math.floor((100 * done) / all)}%)` : '';
+  $('progress').value = all ? done / all : 0;
 }
 
 function onStatus({ text, notice }) {
-  if (notice) {
-    const li = document.createElement('li');
-    li.textContent = text;
-    $('notices').append(li);
-    showBanner('Note:', text, { notice: true });
-  } else {
+  if (!notice) {
     $('model-status').textContent = text;
+    return;
   }
+  // Notes stay listed until dismissed: a re-fetched cache entry is worth knowing about.
+  const li = document.createElement('li');
+  li.textContent = text;
+  $('notices').append(li);
+  $('notices-box').hidden = false;
 }
 
 function onReady({ info, fromCache, loadMs, buildId }) {
   state.info = info;
+  state.loadCallbacks?.resolve(info);
+  state.loadCallbacks = null;
   $('loading').hidden = true;
-  $('model-status').textContent = `ready: ${info.n_layers} layers × ${info.n_heads} heads, ${info.quant}, loaded ${fromCache ? 'from cache' : 'from the network'} in ${(loadMs / 1000).toFixed(1)} s`;
-  $('build').textContent = buildId ? `build ${buildId.slice(0, 10)}` : '';
+  $('model-status').textContent = `ready: ${info.n_layers} layers × ${info.n_heads} heads, ${info.quant} weights, loaded ${fromCache ? 'from the cache' : 'from the network'} in ${(loadMs / 1000).toFixed(1)} s`;
+  $('build').textContent = buildId ? `build ${buildId.slice(0, 12)}` : '';
+  $('capture-limit').textContent = String(info.capture_tokens);
   fillSelectors(info);
-  setBusy(false);
-  state.onReady?.(info);
+  setBusy();
+  refreshAttention({ overview: true });
 }
 
 function onPrompt({ id, ids, tokens, prefillMs }) {
@@ -127,7 +173,7 @@ function onPrompt({ id, ids, tokens, prefillMs }) {
   run.promptIds = ids;
   run.promptTokens = tokens;
   run.prefillMs = prefillMs;
-  $('output-prompt').textContent = run.options.chat ? '' : run.prompt;
+  $('stat-tokens').textContent = `${ids.length} + 0`;
   refreshAttention();
 }
 
@@ -144,74 +190,89 @@ function onToken({ id, token, stats }) {
   refreshAttention();
 }
 
-function onDone({ id, reason, stats, ids, text }) {
+function onDone({ id, reason, stats, ids, text, tokensAfterStop }) {
   const run = state.run;
   if (!run || run.id !== id) return;
   state.run = null;
   state.lastRun = run;
-  setBusy(false);
+  setBusy();
   showStats(stats, reason);
-  $('seed').placeholder = `random (last: ${stats.seed})`;
+  $('seed').placeholder = `last: ${stats.seed}`;
   refreshAttention({ overview: true });
-  run.resolve({ ids, text, stats: { ...stats, stop_reason: reason } });
+  const extra = reason === 'stopped' ? { stop_reason: reason, tokens_after_stop: tokensAfterStop } : { stop_reason: reason };
+  run.resolve({ ids, text, stats: { ...stats, ...extra } });
 }
 
 function onError({ id, request: what, message: text, fix, fatal, crashed }) {
+  const error = Object.assign(new Error(text), { fix });
   const p = id !== undefined ? state.pending.get(id) : null;
   if (p) {
     state.pending.delete(id);
-    p.reject(new Error(text));
+    p.reject(error);
   }
   if (state.run && (id === state.run.id || crashed)) {
-    state.run.reject(new Error(text));
+    state.run.reject(error);
     state.run = null;
+    $('stat-reason').textContent = crashed ? 'the model crashed' : 'failed';
+  }
+  if (crashed) {
+    // The wasm instance trapped and cannot be used again; the page keeps the prompt and the text.
+    state.info = null;
+    state.lastRun = null;
+    failLoad(error);
+    $('model-status').textContent = 'the model crashed';
+    showBanner(capitalise(text), fix, { action: ['Restart the model', restartModel] });
+    return;
   }
   if (what === MSG.LOAD || (fatal && !state.info)) {
-    $('model-status').textContent = 'could not load the model';
-    state.onLoadError?.(new Error(text));
-    state.loading = null;
+    failLoad(error);
+    showBanner(capitalise(text), fix, { action: ['Try again', () => { hideBanner(); loadModel(state.quant ?? $('quant').value).catch(() => {}); }] });
+    return;
   }
-  showBanner(text, fix);
-  setBusy(false);
-  if (crashed) {
-    // The wasm instance is unusable after a trap: start a fresh worker; the prompt and the text
-    // written so far stay on the page.
-    const quant = state.quant;
-    state.quant = null;
-    startWorker();
-    loadModel(quant).catch(() => {});
-  }
+  // An attention refresh racing a new generation is harmless; everything else is shown.
+  if (what !== MSG.ATTENTION && what !== MSG.OVERVIEW) showBanner(capitalise(text), fix);
+  setBusy();
 }
+
+// Engine and worker messages are lower-case clauses; a banner starts with a capital, unless the
+// message starts with a name (tokenizer.json, q8_0) that must be shown as it is.
+const capitalise = (s) => (/^[a-z]+[\s:,]/.test(s ?? '') ? s[0].toUpperCase() + s.slice(1) : s);
 
 // ---------------------------------------------------------------- generation
 
-function options() {
-  const num = (id) => ($(id).value === '' ? null : Number($(id).value));
-  const seed = num('seed') ?? Math.floor(Math.random() * 2 ** 32);
+/** The sampling options from the form, in the Engine's JSON names; blank seed = a random one. */
+function formOptions() {
+  const num = (id) => ($(id).value.trim() === '' ? null : Number($(id).value));
   return {
     chat: $('chat').checked,
     max_tokens: num('max-tokens') ?? 64,
     temperature: num('temperature') ?? 0,
     top_k: num('top-k'),
     top_p: num('top-p'),
-    repeat_penalty: num('repeat-penalty') ?? 1.0,
+    repeat_penalty: num('repeat-penalty') ?? 1.1,
     repeat_last_n: 64,
-    seed,
+    seed: num('seed') ?? randomSeed(),
   };
 }
 
+const randomSeed = () => crypto.getRandomValues(new Uint32Array(1))[0];
+
 async function generate(prompt, opts, quant) {
   if (state.run) throw new Error('a generation is already running: stop it first');
+  if (state.loading) await state.loading.catch(() => {}); // one load at a time
   if (quant && quant !== state.quant) await loadModel(quant);
-  await state.loading;
+  if (!state.info) throw new Error('the model is not loaded');
+  if (state.run) throw new Error('a generation is already running: stop it first');
   const id = state.nextId++;
   return new Promise((resolve, reject) => {
     state.run = { id, prompt, options: opts, ids: [], labels: [], text: '', promptIds: [], promptTokens: [], resolve, reject };
-    $('output-text').textContent = '';
     $('output-prompt').textContent = opts.chat ? '' : prompt;
-    $('stats').textContent = 'reading the prompt…';
+    $('output-text').textContent = '';
+    $('output').classList.toggle('chat', opts.chat);
+    clearStats();
+    $('stat-reason').textContent = 'reading the prompt…';
     hideBanner();
-    setBusy(true, true);
+    setBusy();
     send(MSG.GENERATE, { id, prompt, options: opts });
   });
 }
@@ -220,147 +281,204 @@ function stop() {
   if (state.run) send(MSG.STOP);
 }
 
+function clearStats() {
+  for (const k of ['ttft', 'rate', 'tokens', 'prefill', 'seed', 'reason']) $(`stat-${k}`).textContent = '–';
+  $('reuse-seed').hidden = true;
+}
+
 function showStats(s, reason) {
-  const parts = [`${s.prompt_tokens} prompt tokens`, `${s.generated_tokens} generated`];
-  if (s.ttft_ms != null) parts.push(`first token ${Math.round(s.ttft_ms)} ms`);
-  if (s.decode_tok_s) parts.push(`${s.decode_tok_s.toFixed(1)} tokens/s`);
-  parts.push(`prefill ${s.prefill_tok_s.toFixed(0)} tokens/s`);
-  parts.push(`seed ${s.seed}`);
-  if (reason) parts.push({ eos: 'ended by the model', max_tokens: 'reached max tokens', context_full: 'context is full', stopped: 'stopped' }[reason] ?? reason);
-  $('stats').textContent = parts.join(' · ');
+  $('stat-ttft').textContent = s.ttft_ms == null ? '–' : `${Math.round(s.ttft_ms)} ms`;
+  $('stat-rate').textContent = s.decode_tok_s ? `${s.decode_tok_s.toFixed(1)} tok/s` : '–';
+  $('stat-tokens').textContent = `${s.prompt_tokens} + ${s.generated_tokens}`;
+  $('stat-prefill').textContent = `${s.prefill_tok_s.toFixed(0)} tok/s`;
+  $('stat-seed').textContent = String(s.seed);
+  $('stat-reason').textContent = reason
+    ? { eos: 'the model ended its answer', max_tokens: 'reached max tokens', context_full: 'the context is full', stopped: 'stopped' }[reason] ?? reason
+    : 'generating…';
+  $('reuse-seed').hidden = !reason || $('seed').value === String(s.seed);
 }
 
 // ---------------------------------------------------------------- attention views
 
-function sequenceLabels() {
-  const run = state.run ?? state.lastRun;
-  return run ? [...run.promptTokens, ...run.labels] : [];
+function shownRun() {
+  return state.run ?? state.lastRun;
 }
 
-async function fetchAttention(layer, head) {
-  const reply = await request(MSG.ATTENTION, { layer, head });
-  return { layer, head, size: reply.size, tokens: reply.tokens, weights: reply.weights };
+async function fetchAttention(layer, head, mean = false) {
+  const reply = await request(MSG.ATTENTION, { layer, head, mean });
+  return { layer, head, mean, size: reply.size, tokens: reply.tokens, weights: reply.weights, seqLen: reply.seqLen, captureTokens: reply.captureTokens };
 }
 
-/** Redraws the chosen head (and now and then the overview); at most one refresh in flight. */
+/** Redraws the chosen head, the text view and now and then the grid; one refresh in flight. */
 async function refreshAttention({ overview = false } = {}) {
-  if (!state.info) return;
-  if (state.refreshInFlight) {
-    state.refreshAgain = true;
-    state.overviewAgain ||= overview;
+  if (!state.info || !state.worker) return;
+  if (state.refreshing) {
+    state.refreshAgain = { overview: overview || !!state.refreshAgain?.overview };
     return;
   }
-  state.refreshInFlight = true;
+  state.refreshing = true;
   try {
     const { layer, head } = state.selection;
     const data = await fetchAttention(layer, head);
-    state.attention = data;
     $('heatmap').show(data);
-    $('legend-max').textContent = $('hide-sink').checked ? 'row max (rescaled)' : 'max';
-    let rows = null;
-    if (state.textMode === 'mean') {
-      const heads = await Promise.all(Array.from({ length: state.info.n_heads }, (_, h) => fetchAttention(layer, h)));
-      rows = (i) => {
-        const out = new Float32Array(i + 1);
-        for (const hd of heads) for (let j = 0; j <= i && i < hd.size; j++) out[j] += hd.weights[i * hd.size + j] / heads.length;
-        return out;
-      };
-    } else {
-      rows = (i) => (i < data.size ? data.weights.subarray(i * data.size, i * data.size + i + 1) : null);
-    }
-    $('token-text').show(data.tokens, (state.run ?? state.lastRun)?.promptIds.length ?? 0, rows);
+    describeCapture(data);
+    const text = state.textMode === 'mean' ? await fetchAttention(layer, head, true) : data;
+    const run = shownRun();
+    const labels = run ? [...run.promptTokens, ...run.labels] : data.tokens;
+    $('token-text').show(labels, run?.promptTokens.length ?? 0, text.size, (i) => (i < text.size ? text.weights.subarray(i * text.size, i * text.size + i + 1) : null));
     const now = performance.now();
-    if (overview || now - state.lastOverviewAt > 1500) {
+    if (!data.size) {
+      $('head-grid').show(null); // nothing has been read yet: no thumbnails to draw
+    } else if (overview || now - state.lastOverviewAt > OVERVIEW_EVERY_MS) {
       state.lastOverviewAt = now;
-      const o = await request(MSG.OVERVIEW, { size: OVERVIEW_SIZE });
-      $('head-grid').show(o, state.selection);
+      const grid = await request(MSG.OVERVIEW, { size: OVERVIEW_SIZE });
+      $('head-grid').show(grid, state.selection, state.info.n_kv_heads);
     }
-  } catch (e) {
-    // A refresh racing a restart is harmless; the next token redraws.
+  } catch {
+    // A refresh racing a restart or a new prompt is harmless: the next token redraws.
   } finally {
-    state.refreshInFlight = false;
-    if (state.refreshAgain) {
-      state.refreshAgain = false;
-      const again = state.overviewAgain;
-      state.overviewAgain = false;
-      refreshAttention({ overview: again });
-    }
+    state.refreshing = false;
+    const again = state.refreshAgain;
+    state.refreshAgain = null;
+    if (again) refreshAttention(again);
+  }
+}
+
+/** Says when the heatmap shows fewer tokens than the sequence has, and why. */
+function describeCapture({ size, seqLen, captureTokens, tokens }) {
+  const note = $('capture-note');
+  if (!size) note.textContent = '';
+  else if (size >= captureTokens && seqLen > size) {
+    note.textContent = `Showing the first ${size} of ${seqLen} tokens: attention is captured for the first ${captureTokens} positions only, which bounds its memory.`;
+  } else if (seqLen > size) {
+    const run = shownRun();
+    const newest = run?.labels.at(-1);
+    note.textContent = `${size} tokens read. The newest token${newest === undefined ? '' : ` “${newest}”`} has no row yet: the model reads it when it computes the next one.`;
+  } else {
+    note.textContent = `${size} tokens (${tokens.length} labels).`;
   }
 }
 
 function fillSelectors(info) {
-  const fill = (select, n, prefix) => {
-    const current = Number(select.value) || 0;
-    select.replaceChildren(...Array.from({ length: n }, (_, i) => new Option(`${prefix} ${i}`, String(i))));
-    select.value = String(Math.min(current, n - 1));
+  const fill = (select, n, name) => {
+    const current = Math.min(Number(select.value) || 0, n - 1);
+    select.replaceChildren(...Array.from({ length: n }, (_, i) => new Option(`${name} ${i}`, String(i))));
+    select.value = String(current);
   };
   fill($('layer'), info.n_layers, 'layer');
   fill($('head'), info.n_heads, 'head');
-  updateGqaNote();
+  state.selection = { layer: Number($('layer').value), head: Number($('head').value) };
+  describeGqa();
 }
 
-function updateGqaNote() {
-  if (!state.info) return;
-  const { n_heads: h, n_kv_heads: kv } = state.info;
-  const group = h / kv;
-  const head = state.selection.head;
-  const kvHead = Math.floor(head / group);
-  const sharing = Array.from({ length: group }, (_, k) => kvHead * group + k).join(', ');
-  $('gqa-note').textContent = `Grouped-query attention: ${h} query heads share ${kv} key/value heads. Head ${head} reads key/value head ${kvHead}, shared by heads ${sharing}: their patterns differ only through their queries.`;
+/** Grouped-query attention, stated plainly: which query heads read the same keys and values. */
+function describeGqa() {
+  const info = state.info;
+  if (!info) return;
+  const { n_heads: heads, n_kv_heads: kvHeads } = info;
+  const group = heads / kvHeads;
+  const kv = Math.floor(state.selection.head / group);
+  const first = kv * group;
+  $('gqa-note').textContent = kvHeads === heads
+    ? `Every head has its own keys and values (${heads} heads).`
+    : `Grouped-query attention: ${heads} query heads share ${kvHeads} key/value heads, ${group} each. Head ${state.selection.head} reads key/value head ${kv}, which heads ${first}–${first + group - 1} share: their patterns differ only through their queries.`;
+  $('gqa-groups').textContent = Array.from({ length: kvHeads }, (_, k) => `KV head ${k}: query heads ${k * group}–${k * group + group - 1}`).join(' · ');
 }
 
 function select(layer, head) {
+  if (!state.info) return;
+  layer = Math.max(0, Math.min(state.info.n_layers - 1, layer));
+  head = Math.max(0, Math.min(state.info.n_heads - 1, head));
   state.selection = { layer, head };
   $('layer').value = String(layer);
   $('head').value = String(head);
-  updateGqaNote();
+  $('heading-selection').textContent = `layer ${layer}, head ${head}`;
+  describeGqa();
   refreshAttention({ overview: true });
 }
 
 function drawLegend() {
-  const c = $('legend');
-  const ctx = c.getContext('2d');
-  for (let x = 0; x < c.width; x++) {
-    const v = VIRIDIS[Math.round((x / (c.width - 1)) * 255)];
-    ctx.fillStyle = `rgb(${v[0]},${v[1]},${v[2]})`;
-    ctx.fillRect(x, 0, 1, c.height);
+  const canvas = $('legend');
+  const ctx = canvas.getContext('2d');
+  for (let x = 0; x < canvas.width; x++) {
+    const [r, g, b] = VIRIDIS[Math.round((x / (canvas.width - 1)) * 255)];
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillRect(x, 0, 1, canvas.height);
   }
 }
 
 // ---------------------------------------------------------------- page chrome
 
-function setBusy(busy, generating = false) {
-  $('generate').disabled = busy || !state.info;
-  $('stop').disabled = !generating;
-  $('quant').disabled = busy;
+function setBusy() {
+  const running = !!state.run;
+  $('generate').disabled = running || !state.info;
+  $('stop').disabled = !running;
+  $('quant').disabled = running || (!!state.loading && !state.info);
 }
 
-function showBanner(title, text, { notice = false } = {}) {
+/** The error banner: what went wrong, what to do, and a button that does it when there is one. */
+function showBanner(title, fix, { action = null } = {}) {
   $('banner').hidden = false;
-  $('banner').classList.toggle('notice', notice);
   $('banner-title').textContent = title;
-  $('banner-text').textContent = text ?? '';
+  $('banner-fix').textContent = fix ? `Fix: ${fix}` : '';
+  const button = $('banner-action');
+  button.hidden = !action;
+  button.onclick = null;
+  if (action) {
+    button.textContent = action[0];
+    button.onclick = action[1];
+  }
 }
 
 function hideBanner() {
   $('banner').hidden = true;
 }
 
+const THEMES = ['auto', 'light', 'dark'];
+
+function applyTheme(theme) {
+  if (!THEMES.includes(theme)) theme = 'auto';
+  if (theme === 'auto') delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+  $('theme').value = theme;
+  try {
+    localStorage.setItem('attnscope-theme', theme);
+  } catch { /* storage may be off: the choice lasts for this page */ }
+  // Canvas labels take their colours from the theme's custom properties: draw again.
+  $('heatmap').draw?.();
+  $('head-grid').draw?.();
+}
+
 function wire() {
   drawLegend();
+  let theme = 'auto';
+  try {
+    theme = localStorage.getItem('attnscope-theme') ?? 'auto';
+  } catch { /* storage off */ }
+  applyTheme(theme);
+  $('theme').addEventListener('change', () => applyTheme($('theme').value));
+  matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => applyTheme($('theme').value));
+
   $('generate').addEventListener('click', () => {
-    const prompt = $('prompt').value;
-    generate(prompt, options()).catch(() => {});
+    generate($('prompt').value, formOptions()).catch(() => {});
   });
   $('stop').addEventListener('click', stop);
   $('banner-close').addEventListener('click', hideBanner);
+  $('notices-close').addEventListener('click', () => { $('notices-box').hidden = true; });
+  $('reuse-seed').addEventListener('click', () => {
+    $('seed').value = $('stat-seed').textContent;
+    $('reuse-seed').hidden = true;
+  });
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape') stop();
+    if (e.key === 'Escape' && state.run) {
+      e.preventDefault();
+      stop();
+    }
   });
   $('prompt').addEventListener('keydown', (e) => {
-    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !$('generate').disabled) {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
-      $('generate').click();
+      if (!$('generate').disabled) $('generate').click();
     }
   });
   $('quant').addEventListener('change', () => loadModel($('quant').value).catch(() => {}));
@@ -368,49 +486,60 @@ function wire() {
   $('head').addEventListener('change', () => select(state.selection.layer, Number($('head').value)));
   $('zoom').addEventListener('input', () => $('heatmap').setZoom(Number($('zoom').value)));
   $('hide-sink').addEventListener('change', () => {
-    $('heatmap').setHideSink($('hide-sink').checked);
-    $('legend-note').textContent = $('hide-sink').checked
-      ? 'First column hidden; each row rescaled to sum to 1 over tokens 1…i, so the rest of the pattern is visible.'
-      : 'Row i: how token i (the query) spreads its attention over tokens 0…i. Rows sum to 1; the future is masked.';
+    const hide = $('hide-sink').checked;
+    $('heatmap').setHideSink(hide);
+    $('legend-max').textContent = hide ? 'row max (rescaled)' : 'max';
+    $('legend-note').textContent = hide
+      ? 'First column hidden; each row rescaled to sum to 1 over tokens 1…i, so the rest of the pattern is visible. The tooltip gives both weights.'
+      : 'Row i: how token i (the query) spreads its attention over tokens 0…i (the keys). Each row sums to 1; the future is masked.';
   });
-  document.querySelectorAll('input[name=text-mode]').forEach((r) => r.addEventListener('change', () => {
-    state.textMode = document.querySelector('input[name=text-mode]:checked').value;
-    refreshAttention();
-  }));
+  for (const radio of document.querySelectorAll('input[name=text-mode]')) {
+    radio.addEventListener('change', () => {
+      state.textMode = document.querySelector('input[name=text-mode]:checked').value;
+      refreshAttention();
+    });
+  }
   $('head-grid').addEventListener('headselect', (e) => select(e.detail.layer, e.detail.head));
   $('heatmap').show(null);
+  clearStats();
 }
 
 // ---------------------------------------------------------------- scripting API
 
+/** Shows the options a script used in the form, so the page always says how its text was made. */
+function reflectOptions(prompt, o, seedGiven) {
+  $('prompt').value = prompt;
+  $('chat').checked = o.chat;
+  $('max-tokens').value = String(o.max_tokens);
+  $('temperature').value = String(o.temperature);
+  $('top-k').value = o.top_k == null ? '' : String(o.top_k);
+  $('top-p').value = o.top_p == null ? '' : String(o.top_p);
+  $('repeat-penalty').value = String(o.repeat_penalty);
+  $('seed').value = seedGiven ? String(o.seed) : '';
+}
+
 window.attnscope = {
+  /** Resolves with the model's info once it is loaded (rejects if it cannot be). */
   ready: null,
-  /** Resolves to {ids, text, stats}; the same worker and UI as the Generate button. */
-  async generate({ prompt, chat = false, maxTokens = 64, temperature = 0, topK = null, topP = null, repeatPenalty = 1.0, seed = null, quant = null } = {}) {
-    const opts = {
-      chat,
-      max_tokens: maxTokens,
-      temperature,
-      top_k: topK,
-      top_p: topP,
-      repeat_penalty: repeatPenalty,
-      repeat_last_n: 64,
-      seed: seed ?? Math.floor(Math.random() * 2 ** 32),
-    };
-    $('prompt').value = prompt;
-    $('chat').checked = chat;
+  /** Generates with the same worker and UI as the Generate button. Resolves to {ids, text, stats}. */
+  async generate({ prompt, chat = false, maxTokens = 64, temperature = 0, topK = null, topP = null, repeatPenalty = 1.1, seed = null, quant = null } = {}) {
+    if (typeof prompt !== 'string') throw new TypeError('generate({prompt}) needs the prompt as a string');
+    const opts = { chat, max_tokens: maxTokens, temperature, top_k: topK, top_p: topP, repeat_penalty: repeatPenalty, repeat_last_n: 64, seed: seed ?? randomSeed() };
+    if (!state.run) reflectOptions(prompt, opts, seed != null);
     return generate(prompt, opts, quant);
   },
-  /** {tokens, weights}: weights as rows, for the current sequence. */
+  /** {tokens, weights}: the current sequence's pattern for one head, weights as rows (T × T). */
   async attention({ layer = 0, head = 0 } = {}) {
+    if (!state.info) throw new Error('the model is not loaded');
     const d = await fetchAttention(layer, head);
     const weights = Array.from({ length: d.size }, (_, i) => Array.from(d.weights.subarray(i * d.size, (i + 1) * d.size)));
     return { tokens: d.tokens, weights };
   },
+  /** Like the Stop button or Escape: the generation ends before its next token. */
   stop,
+  /** Shows one layer and head in the attention panel. */
   select,
 };
 
 wire();
 window.attnscope.ready = loadModel($('quant').value);
-window.attnscope.ready.catch(() => {});

@@ -1,6 +1,7 @@
 // The messages between the page (main.js) and the worker (worker.js), shared by both sides.
-// Every message carries `v: PROTOCOL_VERSION`; a side that receives another version says so
-// instead of misreading it (a stale cached page beside a new worker). See docs/PROTOCOL.md.
+// Every message is `{v: PROTOCOL_VERSION, type, …fields}`; a side that receives another version
+// says so instead of misreading it (a stale cached page beside a new worker). Fields and replies
+// are documented in docs/PROTOCOL.md; bump the version when a field changes meaning.
 
 export const PROTOCOL_VERSION = 1;
 
@@ -9,17 +10,17 @@ export const MSG = Object.freeze({
   LOAD: 'load', // {quant, base}
   GENERATE: 'generate', // {id, prompt, options}
   STOP: 'stop', // {}
-  ATTENTION: 'attention', // {id, layer, head}  (also the reply, with the data)
-  OVERVIEW: 'overview', // {id, size}          (also the reply)
-  TOKENIZE: 'tokenize', // {id, text, chat}    (also the reply)
+  ATTENTION: 'attention', // {id, layer, head, mean}  (also the reply, with the data)
+  OVERVIEW: 'overview', // {id, size}                (also the reply)
+  TOKENIZE: 'tokenize', // {id, text, chat}          (also the reply)
   // worker → page
-  PROGRESS: 'progress', // {file, loaded, total, phase}
-  STATUS: 'status', // {text}
+  PROGRESS: 'progress', // {file, loaded, total, phase, overallLoaded, overallTotal}
+  STATUS: 'status', // {text, notice}
   READY: 'ready', // {info, fromCache, loadMs, buildId}
   PROMPT: 'prompt', // {id, ids, tokens, prefillMs}
-  TOKEN: 'token', // {id, token: {id, text, label}, index, stats}
-  DONE: 'done', // {id, reason, stats, ids, text}
-  ERROR: 'error', // {id?, message, fix, fatal}
+  TOKEN: 'token', // {id, token: {id, text, label}, index, seqLen, stats}
+  DONE: 'done', // {id, reason, stats, ids, text, seqLen, tokensAfterStop}
+  ERROR: 'error', // {id?, request?, message, fix, file?, fatal, crashed?}
 });
 
 export function message(type, body = {}) {

@@ -3,8 +3,9 @@
 //
 // Nothing is cached before it is verified, and a cached file is verified again before use: a
 // corrupt or truncated entry is deleted and downloaded afresh, with a note saying so. Entries are
-// keyed by URL and SHA-256, so a new model version never reads an old file. If the storage quota
-// is full the app still runs, uncached, and says so.
+// keyed by URL plus `?sha256=<hex>` (a query, not a fragment: the Cache API ignores fragments when
+// matching), so a new model version never reads an old file, and storing a new version deletes the
+// old ones. If the storage quota is full the app still runs, uncached, and says so.
 
 export const CACHE_NAME = 'attnscope-models-v1';
 
@@ -73,45 +74,63 @@ function describe(text) {
 }
 
 function cacheKey(url, sha) {
-  return `${url}#sha256=${sha}`;
+  const key = new URL(url);
+  key.search = `?sha256=${sha}`;
+  return key.href;
+}
+
+/** Deletes cached versions of `url` other than `keep` (an older model would otherwise stay forever). */
+async function deleteOtherVersions(cache, url, keep) {
+  const path = new URL(url).pathname;
+  for (const request of await cache.keys()) {
+    const key = new URL(request.url);
+    if (key.pathname === path && key.href !== keep) await cache.delete(request);
+  }
 }
 
 /**
  * Loads `names` from the model folder at `base`. Returns {files: {name: Uint8Array}, manifest, fromCache}.
- * onProgress({file, loaded, total, phase}); note(text) for messages a person should see.
+ * onProgress({file, loaded, total, phase, overallLoaded, overallTotal}) with phase download /
+ * verify / cached; note(text) for things a person should read.
  */
 export async function loadModelFiles(base, names, onProgress, note) {
   const cache = await openCache();
   const manifest = await loadManifest(base, cache, note);
+  for (const name of names) {
+    if (!manifest.files[name]) throw new FileError(name, `the manifest does not list ${name}`, 'convert the model again so its manifest lists every file');
+  }
+  const overallTotal = names.reduce((sum, name) => sum + manifest.files[name].size, 0);
+  let done = 0; // bytes of the files already loaded
   const files = {};
   let allFromCache = true;
   let cacheUsable = !!cache;
   for (const name of names) {
     const entry = manifest.files[name];
-    if (!entry) throw new FileError(name, `the manifest does not list ${name}`, 'convert the model again so its manifest lists every file');
+    const report = (p) => onProgress({ ...p, overallLoaded: done + p.loaded, overallTotal });
     const url = new URL(name, base).href;
     const key = cacheKey(url, entry.sha256);
     let bytes = null;
     if (cache) {
       const cached = await cache.match(key);
       if (cached) {
-        onProgress({ file: name, loaded: 0, total: entry.size, phase: 'verify' });
+        report({ file: name, loaded: 0, total: entry.size, phase: 'verify' });
         const candidate = new Uint8Array(await cached.arrayBuffer());
         if (candidate.byteLength === entry.size && (await sha256(candidate)) === entry.sha256) {
           bytes = candidate;
-          onProgress({ file: name, loaded: entry.size, total: entry.size, phase: 'cached' });
+          report({ file: name, loaded: entry.size, total: entry.size, phase: 'cached' });
         } else {
           await cache.delete(key);
-          note(`the cached copy of ${name} was damaged (size or SHA-256 did not match); it was deleted and is being downloaded again`);
+          note(`the cached copy of ${name} was damaged (${candidate.byteLength === entry.size ? 'its SHA-256 did not match the manifest' : `${candidate.byteLength} bytes instead of ${entry.size}`}); it was deleted and is being downloaded again`);
         }
       }
     }
     if (!bytes) {
       allFromCache = false;
-      bytes = await download(url, name, entry, onProgress, note);
+      bytes = await download(url, name, entry, report, note);
       if (cacheUsable) {
         try {
           await cache.put(key, new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } }));
+          await deleteOtherVersions(cache, url, key);
         } catch (e) {
           cacheUsable = false;
           note(`could not keep ${name} for next time (${e.name === 'QuotaExceededError' ? 'storage is full' : e.message}); running without the cache`);
@@ -119,6 +138,7 @@ export async function loadModelFiles(base, names, onProgress, note) {
       }
     }
     files[name] = bytes;
+    done += entry.size;
   }
   return { files, manifest, fromCache: allFromCache };
 }

@@ -1,173 +1,240 @@
-// The module worker: owns the wasm module and the model; the page only renders.
-// One generation at a time; between two tokens the worker yields to its event loop, so a `stop`
-// message is seen before the next token is computed.
+// The module worker: owns the WebAssembly module and the model; the page only renders.
+//
+// One generation at a time. Between two tokens the worker yields to its event loop, so a `stop`
+// (or an `attention` request for the live heatmap) is handled before the next token is computed.
+// A Rust panic traps the wasm instance for good: the worker then answers every request with a
+// `crashed` error and the page offers to start a fresh worker. See docs/PROTOCOL.md.
 
-import init, { Engine, set_panic_hook, BUILD_ID } from './pkg/attnscope.js';
 import { MSG, PROTOCOL_VERSION, message } from './protocol.js';
 import { FileError, loadModelFiles, sha256 } from './weights.js';
 
+let glue = null; // the wasm-bindgen module (www/pkg/attnscope.js), once initialised
+let glueReady = null; // its initialisation, shared by every `load`
 let engine = null;
-let engineInfo = null;
-let stopRequested = false;
+let info = null;
+let dead = null; // why the wasm instance is unusable (it trapped), or null
+let loading = false;
 let generating = false;
-let lastPanic = null;
+let stopRequested = false;
+let generatedSoFar = 0; // tokens of the running generation, so a stop can say when it arrived
+let generatedAtStop = null;
+let lastConsoleError = null;
 
 const post = (type, body = {}, transfer = []) => postMessage(message(type, body), transfer);
 
-// The panic hook reports a Rust panic through console.error just before the trap; keep its text
-// so the page can show what actually went wrong instead of "unreachable".
+// The panic hook prints a Rust panic through console.error just before the trap; keep its text so
+// the page can show what went wrong instead of "unreachable".
 const consoleError = console.error.bind(console);
 console.error = (...args) => {
-  lastPanic = args.map(String).join(' ');
+  lastConsoleError = args.map(String).join(' ');
   consoleError(...args);
 };
 
+const STALE_BUILD = "stale cached app files: the page's JavaScript and WebAssembly are from different builds";
+const RELOAD_FIX = 'reload with cache bypass (Ctrl+Shift+R, or Cmd+Shift+R on a Mac)';
+
+class CrashError extends Error {}
+
 function describeError(e) {
-  if (e instanceof FileError) return { message: e.message, fix: e.fix, fatal: true };
+  if (e instanceof FileError) return { message: e.message, fix: e.fix, file: e.file, fatal: true };
+  if (e instanceof CrashError) return { message: e.message, fix: 'restart the model: the prompt and the text so far are kept', fatal: true, crashed: true };
   if (e instanceof WebAssembly.RuntimeError) {
-    const panic = lastPanic ? lastPanic.split('\n')[0] : e.message;
-    return { message: `the model crashed: ${panic}`, fix: 'the worker has been restarted with your prompt and text kept; try again, or use a shorter prompt', fatal: true, crashed: true };
+    // console_error_panic_hook prints "panicked at FILE:LINE:COL:\nMESSAGE\n\nStack:\n…".
+    const panic = lastConsoleError?.split(/\n\s*Stack:/)[0].replace(/\s+/g, ' ').trim() || null;
+    dead = panic
+      ? `the model crashed: ${panic}`
+      : `the model crashed (${e.message}) without a panic message; most often the tab ran out of memory`;
+    engine = null;
+    return { message: dead, fix: 'restart the model: the prompt and the text so far are kept (if it happens again, choose q4_0 or a shorter prompt)', fatal: true, crashed: true };
   }
-  if (e instanceof RangeError || /memory/i.test(String(e?.message))) {
-    return { message: `out of memory: ${e.message}`, fix: 'close other tabs, or choose q4_0', fatal: true, crashed: true };
+  if (e instanceof WebAssembly.LinkError || e instanceof WebAssembly.CompileError) {
+    return { message: `${STALE_BUILD} (${e.message})`, fix: RELOAD_FIX, fatal: true };
   }
-  const text = e?.message ?? String(e);
-  // Engine errors carry their own fix after a colon ("…: shorten the prompt …").
-  return { message: text, fix: '', fatal: false };
+  if (e instanceof RangeError && /memory/i.test(e.message)) {
+    return { message: `out of memory: ${e.message}`, fix: 'close other tabs, or choose the smaller q4_0 weights', fatal: true };
+  }
+  // Engine errors are JS Errors whose message already names the problem and what to do.
+  return { message: e?.message ?? String(e), fix: '', fatal: false };
 }
 
-async function loadWasm() {
-  const url = new URL('./pkg/attnscope_bg.wasm', import.meta.url);
-  const response = await fetch(url);
-  if (!response.ok) throw new FileError('attnscope_bg.wasm', `${url} answered ${response.status}`, 'run ./build.sh on the server');
-  const bytes = await response.arrayBuffer();
-  if (BUILD_ID) {
-    const digest = await sha256(bytes);
-    if (digest !== BUILD_ID) {
-      throw new FileError('attnscope_bg.wasm', "stale cached app files: the page's JavaScript and WebAssembly are from different builds", 'reload with cache bypass (Ctrl+Shift+R, or Cmd+Shift+R)');
+/** Loads the glue, fetches the .wasm, checks that both are from the same build, instantiates once. */
+function ensureWasm() {
+  glueReady ??= (async () => {
+    let module;
+    try {
+      module = await import('./pkg/attnscope.js');
+    } catch (e) {
+      throw new FileError('pkg/attnscope.js', `the WebAssembly build could not be loaded (${e.message})`, 'build it on the server with ./build.sh build (or ./build.sh serve), then reload');
     }
-  }
-  await init({ module_or_path: bytes });
-  set_panic_hook();
+    const url = new URL('./pkg/attnscope_bg.wasm', import.meta.url);
+    const response = await fetch(url);
+    if (!response.ok) throw new FileError('pkg/attnscope_bg.wasm', `${url.pathname} answered ${response.status}`, 'build it on the server with ./build.sh build, then reload');
+    const bytes = await response.arrayBuffer();
+    // build.sh appends BUILD_ID (the SHA-256 of the .wasm) to the glue; a browser cache holding
+    // one file of one build and one of another would otherwise fail with an obscure LinkError.
+    if (!module.BUILD_ID || (await sha256(bytes)) !== module.BUILD_ID) {
+      throw new FileError('pkg/attnscope_bg.wasm', STALE_BUILD, RELOAD_FIX);
+    }
+    await module.default({ module_or_path: bytes });
+    module.set_panic_hook();
+    glue = module;
+  })();
+  glueReady.catch(() => { glueReady = null; });
+  return glueReady;
 }
 
 async function load({ quant = 'q8_0', base }) {
-  const started = performance.now();
-  engine?.free();
-  engine = null;
-  post(MSG.STATUS, { text: 'starting WebAssembly…' });
-  await loadWasm();
-  const weightsName = `model.${quant}.safetensors`;
-  const { files, fromCache } = await loadModelFiles(
-    base,
-    ['config.json', 'tokenizer.json', weightsName],
-    (p) => post(MSG.PROGRESS, p),
-    (text) => post(MSG.STATUS, { text, notice: true }),
-  );
-  post(MSG.STATUS, { text: 'building the model…' });
-  engine = new Engine(files['config.json'], files['tokenizer.json'], files[weightsName]);
-  engineInfo = JSON.parse(engine.info());
-  post(MSG.READY, { info: engineInfo, fromCache, loadMs: performance.now() - started, buildId: BUILD_ID });
+  if (dead) throw new CrashError(dead); // a trapped instance cannot be trusted: a new worker is needed
+  if (generating) throw new Error('a generation is running: stop it before switching weights');
+  if (loading) throw new Error('the model is already loading: wait for it to finish');
+  loading = true;
+  try {
+    const started = performance.now();
+    post(MSG.STATUS, { text: 'starting WebAssembly…' });
+    await ensureWasm();
+    // Give the old model's memory back to the allocator before the new weights arrive.
+    engine?.free();
+    engine = null;
+    info = null;
+    const weightsName = `model.${quant}.safetensors`;
+    const { files, fromCache } = await loadModelFiles(
+      base,
+      ['config.json', 'tokenizer.json', weightsName],
+      (p) => post(MSG.PROGRESS, p),
+      (text) => post(MSG.STATUS, { text, notice: true }),
+    );
+    post(MSG.STATUS, { text: 'building the model…' });
+    engine = new glue.Engine(files['config.json'], files['tokenizer.json'], files[weightsName]);
+    info = JSON.parse(engine.info());
+    post(MSG.READY, { info, fromCache, loadMs: performance.now() - started, buildId: glue.BUILD_ID });
+  } finally {
+    loading = false;
+  }
 }
 
+// A MessageChannel round trip is a macrotask without setTimeout's 4 ms clamp for nested timers.
 const yieldToEvents = () => new Promise((resolve) => {
   const channel = new MessageChannel();
   channel.port1.onmessage = resolve;
   channel.port2.postMessage(null);
 });
 
-async function generate({ id, prompt, options }) {
-  if (!engine) throw new Error('the model is not loaded yet');
-  generating = true;
-  stopRequested = false;
-  const t0 = performance.now();
-  const begun = JSON.parse(engine.begin(prompt, JSON.stringify(options)));
-  const prefillMs = performance.now() - t0;
-  post(MSG.PROMPT, { id, ids: begun.prompt_ids, tokens: begun.prompt_tokens, prefillMs });
-  const ids = [];
-  let text = '';
-  let reason = null;
-  let firstAt = null;
-  let decodeStart = null;
-  const stats = () => {
-    const now = performance.now();
-    const decodeTokens = Math.max(0, ids.length - 1);
-    return {
-      prompt_tokens: begun.prompt_ids.length,
-      generated_tokens: ids.length,
-      prefill_tok_s: begun.prompt_ids.length / (prefillMs / 1000),
-      decode_tok_s: decodeTokens > 0 && decodeStart !== null ? decodeTokens / ((now - decodeStart) / 1000) : 0,
-      ttft_ms: firstAt !== null ? firstAt - t0 : null,
-      seed: options.seed,
-    };
-  };
-  for (;;) {
-    await yieldToEvents();
-    if (stopRequested) {
-      reason = 'stopped';
-      break;
-    }
-    const step = JSON.parse(engine.next());
-    if (step.id !== null) {
-      if (firstAt === null) {
-        firstAt = performance.now();
-        decodeStart = firstAt;
-      }
-      ids.push(step.id);
-      text += step.text;
-      post(MSG.TOKEN, { id, token: { id: step.id, text: step.text, label: step.label }, index: ids.length - 1, stats: stats() });
-    }
-    if (step.done) {
-      reason = step.reason;
-      break;
-    }
-  }
-  generating = false;
-  post(MSG.DONE, { id, reason, stats: stats(), ids, text });
+function requireEngine() {
+  if (dead) throw new CrashError(dead);
+  if (!engine) throw new Error(loading ? 'the model is still loading' : 'the model is not loaded');
+  return engine;
 }
 
-function attention({ id, layer, head }) {
-  if (!engine) throw new Error('the model is not loaded yet');
-  const weights = engine.attention(layer, head);
+async function generate({ id, prompt, options }) {
+  if (generating) throw new Error('a generation is already running: stop it first');
+  const model = requireEngine();
+  generating = true;
+  stopRequested = false;
+  generatedSoFar = 0;
+  generatedAtStop = null;
+  try {
+    const t0 = performance.now();
+    const begun = JSON.parse(model.begin(prompt, JSON.stringify(options)));
+    const prefillMs = performance.now() - t0;
+    post(MSG.PROMPT, { id, ids: begun.prompt_ids, tokens: begun.prompt_tokens, prefillMs });
+    const ids = [];
+    let text = '';
+    let firstAt = null;
+    const stats = () => {
+      const decoded = Math.max(0, ids.length - 1); // tokens after the first: the decode rate
+      const decodeMs = firstAt === null ? 0 : performance.now() - firstAt;
+      return {
+        prompt_tokens: begun.prompt_ids.length,
+        generated_tokens: ids.length,
+        prefill_tok_s: begun.prompt_ids.length / (prefillMs / 1000),
+        decode_tok_s: decoded > 0 && decodeMs > 0 ? decoded / (decodeMs / 1000) : 0,
+        ttft_ms: firstAt === null ? null : firstAt - t0, // prefill + the first step
+        seed: options.seed,
+      };
+    };
+    let reason;
+    for (;;) {
+      await yieldToEvents();
+      if (stopRequested) {
+        reason = 'stopped';
+        break;
+      }
+      if (dead) throw new CrashError(dead);
+      const step = JSON.parse(model.next());
+      if (step.id !== null) {
+        firstAt ??= performance.now();
+        ids.push(step.id);
+        generatedSoFar = ids.length;
+        text += step.text;
+        post(MSG.TOKEN, { id, token: { id: step.id, text: step.text, label: step.label }, index: ids.length - 1, seqLen: model.seq_len(), stats: stats() });
+      }
+      if (step.done) {
+        reason = step.reason;
+        break;
+      }
+    }
+    // How many tokens were computed after the stop arrived: 0, or 1 if it came mid-step.
+    const afterStop = generatedAtStop === null ? null : ids.length - generatedAtStop;
+    post(MSG.DONE, { id, reason, stats: stats(), ids, text, seqLen: model.seq_len(), tokensAfterStop: afterStop });
+  } finally {
+    generating = false;
+  }
+}
+
+/** The pattern of one head, or the mean over the layer's heads (`mean: true`), as T×T rows. */
+function attention({ id, layer, head, mean = false }) {
+  const model = requireEngine();
+  let weights;
+  if (mean) {
+    for (let h = 0; h < info.n_heads; h++) {
+      const one = model.attention(layer, h);
+      if (!weights) weights = new Float32Array(one.length);
+      for (let k = 0; k < one.length; k++) weights[k] += one[k] / info.n_heads;
+    }
+  } else {
+    weights = model.attention(layer, head);
+  }
   const size = Math.round(Math.sqrt(weights.length));
-  const tokens = JSON.parse(engine.tokens()).slice(0, size);
-  post(MSG.ATTENTION, { id, layer, head, size, tokens, weights }, [weights.buffer]);
+  // The sequence can be longer than T: the newest token is not fed to the model until the next
+  // step, and only the first `capture_tokens` positions are captured.
+  const tokens = JSON.parse(model.tokens()).slice(0, size);
+  post(MSG.ATTENTION, { id, layer, head, mean, size, tokens, weights, seqLen: model.seq_len(), captureTokens: info.capture_tokens }, [weights.buffer]);
 }
 
 function overview({ id, size }) {
-  if (!engine) throw new Error('the model is not loaded yet');
-  const weights = engine.overview(size);
-  post(MSG.OVERVIEW, { id, size, layers: engineInfo.n_layers, heads: engineInfo.n_heads, tokens: engine.seq_len(), weights }, [weights.buffer]);
+  const model = requireEngine();
+  const weights = model.overview(size);
+  post(MSG.OVERVIEW, { id, size, layers: info.n_layers, heads: info.n_heads, seqLen: model.seq_len(), weights }, [weights.buffer]);
+}
+
+function tokenize({ id, text, chat }) {
+  post(MSG.TOKENIZE, { id, ...JSON.parse(requireEngine().tokenize(text, chat)) });
 }
 
 onmessage = async (event) => {
   const msg = event.data;
   if (msg?.v !== PROTOCOL_VERSION) {
-    post(MSG.ERROR, { message: `protocol version ${msg?.v} from the page, the worker speaks ${PROTOCOL_VERSION}`, fix: 'reload the page with cache bypass (Ctrl+Shift+R)', fatal: true });
+    post(MSG.ERROR, { id: msg?.id, message: `the page speaks protocol version ${msg?.v}, this worker ${PROTOCOL_VERSION}: ${STALE_BUILD}`, fix: RELOAD_FIX, fatal: true });
     return;
   }
   if (msg.type === MSG.STOP) {
-    stopRequested = true;
+    if (generating && !stopRequested) {
+      stopRequested = true;
+      generatedAtStop = generatedSoFar;
+    }
     return;
   }
+  lastConsoleError = null;
   try {
     switch (msg.type) {
       case MSG.LOAD: await load(msg); break;
-      case MSG.GENERATE:
-        if (generating) throw new Error('a generation is already running: stop it first');
-        await generate(msg);
-        break;
+      case MSG.GENERATE: await generate(msg); break;
       case MSG.ATTENTION: attention(msg); break;
       case MSG.OVERVIEW: overview(msg); break;
-      case MSG.TOKENIZE:
-        post(MSG.TOKENIZE, { id: msg.id, ...JSON.parse(engine.tokenize(msg.text, msg.chat)) });
-        break;
-      default: throw new Error(`unknown message type ${msg.type}`);
+      case MSG.TOKENIZE: tokenize(msg); break;
+      default: throw new Error(`unknown message type "${msg.type}"`);
     }
   } catch (e) {
-    generating = false;
-    const err = describeError(e);
-    if (err.crashed) engine = null;
-    post(MSG.ERROR, { id: msg.id, request: msg.type, ...err });
+    post(MSG.ERROR, { id: msg.id, request: msg.type, ...describeError(e) });
   }
 };

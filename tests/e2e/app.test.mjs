@@ -1,110 +1,332 @@
-// The real page, the real worker, the real model over real HTTP, in headless Chromium.
+// The real page, the real worker and the real model over real HTTP, in headless Chromium.
+// The tests share one browser profile and run in order: the later ones rely on the Cache API
+// that the first load filled.
 
-import { test, after, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, freshContext, openApp, nativeIds } from './browser.mjs';
+import { ROOT, CACHE_NAME, freshContext, openApp, bannerText, nativeReference, runNative, generateArgs } from './browser.mjs';
 
-const PROMPT = 'The capital of France is';
-let ctx;
+const SLOW = { timeout: 240_000 };
+const ref = nativeReference();
+let b; // {context, page, problems, close}
+let info; // what the first load reported
 
 before(async () => {
-  ctx = await freshContext();
+  b = await freshContext();
+  info = await openApp(b.page); // so that any one test can also run alone (--test-name-pattern)
 });
 after(async () => {
-  await ctx?.context.close();
+  await b?.close();
 });
 
-test('greedy tokens in the browser equal the native CLI', async () => {
-  const info = await openApp(ctx.page);
-  assert.equal(info.n_layers, 30);
-  const result = await ctx.page.evaluate((prompt) => window.attnscope.generate({ prompt, maxTokens: 24, temperature: 0, repeatPenalty: 1.0, seed: 1 }), PROMPT);
-  assert.deepEqual(result.ids, nativeIds({ prompt: PROMPT, maxTokens: 24 }));
-  assert.match(result.text, /^ Paris/);
-  assert.equal(result.stats.generated_tokens, 24);
-  assert.ok(result.stats.decode_tok_s > 0 && result.stats.ttft_ms > 0);
-});
-
-test('the heatmap is drawn from real attention weights', async () => {
-  const { tokens, weights } = await ctx.page.evaluate(() => window.attnscope.attention({ layer: 5, head: 4 }));
-  // The last sampled token is not fed back until the next step, so the sequence has 5 + 23 rows.
-  assert.equal(tokens.length, 28);
-  assert.equal(weights.length, 28);
-  weights.forEach((row, i) => {
-    const sum = row.reduce((a, b) => a + b, 0);
-    assert.ok(Math.abs(sum - 1) < 2e-3, `row ${i} sums to ${sum}`);
-    assert.ok(row.slice(i + 1).every((v) => v === 0), `row ${i} attends to the future`);
-  });
-  await ctx.page.evaluate(() => window.attnscope.select(5, 4));
-  await ctx.page.waitForTimeout(300);
-  const colours = await ctx.page.evaluate(() => {
-    const c = document.querySelector('attention-heatmap canvas');
-    const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    const seen = new Set();
-    for (let i = 0; i < px.length; i += 4) if (px[i + 3] > 0) seen.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
-    return seen.size;
-  });
-  assert.ok(colours > 20, `the heatmap canvas shows only ${colours} colours`);
-  mkdirSync(join(ROOT, 'target/e2e'), { recursive: true });
-  await ctx.page.screenshot({ path: join(ROOT, 'target/e2e/app.png'), fullPage: true });
-});
-
-test('Stop ends a generation within one token and the next run is normal', async () => {
-  const { result, stoppedAt } = await ctx.page.evaluate(() => new Promise((resolve, reject) => {
-    let seen = 0;
-    let stoppedAt = null;
-    document.addEventListener('attnscope:token', () => {
-      seen += 1;
-      if (seen === 5) {
-        stoppedAt = seen;
-        window.attnscope.stop();
-      }
-    });
-    window.attnscope.generate({ prompt: 'Once upon a time', maxTokens: 400, temperature: 0.8, seed: 3 })
-      .then((result) => resolve({ result, stoppedAt }), reject);
-  }));
-  assert.equal(result.stats.stop_reason, 'stopped');
-  assert.ok(result.stats.generated_tokens <= stoppedAt + 1, `${result.stats.generated_tokens} tokens after stopping at ${stoppedAt}`);
-  const again = await ctx.page.evaluate((prompt) => window.attnscope.generate({ prompt, maxTokens: 3, temperature: 0, repeatPenalty: 1.0 }), PROMPT);
-  assert.deepEqual(again.ids, nativeIds({ prompt: PROMPT, maxTokens: 3 }));
-});
-
-test('a reload loads the model from the Cache API without the network', async () => {
-  let modelRequests = 0;
-  await ctx.context.route('**/models/**', (route) => {
-    modelRequests += 1;
-    return route.abort('internetdisconnected');
-  });
-  try {
-    const info = await openApp(ctx.page);
-    assert.equal(info.n_layers, 30);
-    const status = await ctx.page.textContent('#model-status');
-    assert.match(status, /from cache/);
-    assert.ok(modelRequests >= 1, 'the manifest request should have been tried (and failed)');
-    const r = await ctx.page.evaluate((prompt) => window.attnscope.generate({ prompt, maxTokens: 2, temperature: 0, repeatPenalty: 1.0 }), PROMPT);
-    assert.equal(r.ids[0], 7042);
-  } finally {
-    await ctx.context.unroute('**/models/**');
+test('the page loads the model over HTTP, checks it and says it is ready', SLOW, async () => {
+  assert.deepEqual(
+    { layers: info.n_layers, heads: info.n_heads, kv: info.n_kv_heads, capture: info.capture_tokens, quant: info.quant },
+    { layers: 30, heads: 9, kv: 3, capture: 512, quant: 'q8_0' },
+  );
+  assert.match(await b.page.textContent('#model-status'), /ready: .*from the network/);
+  assert.equal(await b.page.isHidden('#loading'), true, 'the progress bar is hidden once the model is ready');
+  assert.equal(await bannerText(b.page), null);
+  const cached = await b.page.evaluate(async (name) => (await (await caches.open(name)).keys()).map((r) => new URL(r.url).pathname), CACHE_NAME);
+  for (const file of ['config.json', 'tokenizer.json', 'model.q8_0.safetensors']) {
+    assert.ok(cached.some((path) => path.endsWith(`/${file}`)), `${file} is kept in the Cache API (have: ${cached.join(', ')})`);
   }
 });
 
-test('a corrupted cached file is detected, deleted and fetched again', async () => {
-  const damaged = await ctx.page.evaluate(async () => {
-    const cache = await caches.open('attnscope-models-v1');
-    const key = (await cache.keys()).find((r) => r.url.includes('tokenizer.json'));
+test('greedy tokens in the browser equal the native CLI', SLOW, async (t) => {
+  if (!ref) return t.skip('no native reference: set ATTNSCOPE_NATIVE_REF or build target/release/attnscope');
+  const result = await b.page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
+  assert.deepEqual(result.ids, ref.ids);
+  assert.equal(result.stats.generated_tokens, ref.ids.length);
+  assert.ok(result.stats.ttft_ms > 0 && result.stats.decode_tok_s > 0, `live statistics: ${JSON.stringify(result.stats)}`);
+  assert.equal(result.stats.seed, ref.seed);
+  // The page shows the same run: the text, and the statistics line.
+  assert.equal(await b.page.textContent('#output-text'), result.text);
+  assert.equal(await b.page.textContent('#stat-tokens'), `${result.stats.prompt_tokens} + ${result.stats.generated_tokens}`);
+});
+
+test('the heatmap is drawn from real attention weights of the current sequence', SLOW, async () => {
+  const prompt = 'The capital of France is';
+  const run = await b.page.evaluate((p) => window.attnscope.generate({ prompt: p, maxTokens: 24, temperature: 0 }), prompt);
+  const { layer, head } = { layer: 5, head: 4 };
+  await b.page.selectOption('#layer', String(layer));
+  await b.page.selectOption('#head', String(head));
+  const { tokens, weights } = await b.page.evaluate((sel) => window.attnscope.attention(sel), { layer, head });
+
+  // The last sampled token is fed to the model only when the next one is computed, so the model
+  // has read every token of the sequence but that one: T = prompt + generated − 1.
+  const T = run.stats.prompt_tokens + run.stats.generated_tokens - 1;
+  assert.equal(weights.length, T);
+  assert.equal(tokens.length, T);
+  assert.equal(tokens.slice(0, run.stats.prompt_tokens).join(''), prompt, 'the labels are the prompt’s tokens');
+  assert.ok(run.text.startsWith(tokens.slice(run.stats.prompt_tokens).join('')), 'then the generated ones');
+  weights.forEach((row, i) => {
+    assert.equal(row.length, T);
+    const sum = row.reduce((a, v) => a + v, 0);
+    assert.ok(Math.abs(sum - 1) < 1e-3, `row ${i} sums to ${sum}`);
+    assert.ok(row.every((v) => v >= 0), `row ${i} has a negative weight`);
+    assert.ok(row.slice(i + 1).every((v) => v === 0), `row ${i} attends to the future`);
+  });
+  assert.ok(new Set(weights.flat().map((v) => v.toFixed(3))).size > 20, 'a real pattern, not a constant');
+
+  // The canvas shows that pattern: opaque colours below the diagonal, nothing above it.
+  await b.page.waitForFunction((n) => document.getElementById('heatmap').layout?.n === n && document.getElementById('heatmap').data?.layer === 5, T);
+  const drawn = await b.page.evaluate(() => {
+    const el = document.getElementById('heatmap');
+    const { left, top, cell, ratio, n } = el.layout;
+    const ctx = el.canvas.getContext('2d');
+    const at = (i, j) => Array.from(ctx.getImageData(Math.round((left + (j + 0.5) * cell) * ratio), Math.round((top + (i + 0.5) * cell) * ratio), 1, 1).data);
+    const all = ctx.getImageData(0, 0, el.canvas.width, el.canvas.height).data;
+    const colours = new Set();
+    for (let k = 0; k < all.length; k += 4) if (all[k + 3] === 255) colours.add((all[k] << 16) | (all[k + 1] << 8) | all[k + 2]);
+    return { below: at(n - 1, 0), above: at(0, n - 1), colours: colours.size };
+  });
+  assert.equal(drawn.below[3], 255, 'a cell below the diagonal is painted');
+  assert.equal(drawn.above[3], 0, 'the masked future is left empty');
+  assert.ok(drawn.colours > 20, `the heatmap shows only ${drawn.colours} colours`);
+
+  // The text view shades the tokens a hovered token attends to.
+  await b.page.hover(`token-text .tok:nth-child(${T})`);
+  const shaded = await b.page.$$eval('token-text .tok', (spans) => spans.filter((s) => s.style.backgroundColor).length);
+  assert.equal(shaded, T, 'the hovered token and every token before it are shaded');
+  const pending = await b.page.$$eval('token-text .tok.pending', (spans) => spans.length);
+  assert.equal(pending, 1, 'the token not yet read by the model is marked');
+
+  // "Mean of the layer's heads" shades by the average of the layer's 9 patterns.
+  const heads = await b.page.evaluate(async (l) => Promise.all(Array.from({ length: 9 }, (_, h) => window.attnscope.attention({ layer: l, head: h }))), layer);
+  const mean = heads.reduce((acc, h) => acc + h.weights[T - 1][0], 0) / heads.length;
+  await b.page.check('input[name=text-mode][value=mean]');
+  await b.page.waitForFunction((m) => document.querySelector('token-text .tok').title.endsWith(m), mean.toFixed(4));
+  await b.page.check('input[name=text-mode][value=head]');
+  await b.page.waitForFunction((w) => document.querySelector('token-text .tok').title.endsWith(w), weights[T - 1][0].toFixed(4));
+
+  mkdirSync(join(ROOT, 'target/e2e'), { recursive: true });
+  await b.page.hover('attention-heatmap canvas', { position: { x: 110 + 16 * 3 + 8, y: 110 + 16 * (T - 4) + 8 } });
+  assert.match(await b.page.textContent('attention-heatmap .tooltip'), /attends to “.*” \(#3\): 0\.\d{4}/);
+  await b.page.screenshot({ path: join(ROOT, 'target/e2e/app.png'), fullPage: true });
+});
+
+test('clicking a thumbnail in the all-heads grid shows that head', SLOW, async () => {
+  const point = await b.page.evaluate(() => {
+    const grid = document.getElementById('head-grid');
+    const r = grid.canvas.getBoundingClientRect();
+    return { x: grid.columnX(7) + 5, y: grid.rowY(2) + 5, width: r.width };
+  });
+  await b.page.click('head-grid canvas', { position: { x: point.x, y: point.y } });
+  assert.equal(await b.page.inputValue('#layer'), '2');
+  assert.equal(await b.page.inputValue('#head'), '7');
+  assert.match(await b.page.textContent('#gqa-note'), /Head 7 reads key\/value head 2, which heads 6–8 share/);
+  await b.page.waitForFunction(() => document.getElementById('heatmap').data?.head === 7 && document.getElementById('heatmap').data?.layer === 2);
+});
+
+test('the seed a sampled run used is shown, and reusing it reproduces the text', SLOW, async () => {
+  const page = b.page;
+  await page.fill('#prompt', 'Once upon a time');
+  await page.fill('#temperature', '0.9');
+  await page.fill('#max-tokens', '12');
+  await page.fill('#seed', '');
+  await page.click('#generate');
+  await page.waitForFunction(() => document.getElementById('stat-reason').textContent === 'reached max tokens');
+  const first = { seed: await page.textContent('#stat-seed'), text: await page.textContent('#output-text') };
+  assert.match(first.seed, /^\d+$/);
+  await page.click('#reuse-seed');
+  assert.equal(await page.inputValue('#seed'), first.seed);
+  await page.evaluate(() => { document.getElementById('stat-reason').textContent = 'before the second run'; });
+  await page.focus('#prompt');
+  await page.keyboard.press('Control+Enter');
+  await page.waitForFunction(() => document.getElementById('stat-reason').textContent === 'reached max tokens');
+  assert.equal(await page.textContent('#output-text'), first.text);
+  assert.equal(await page.textContent('#stat-seed'), first.seed);
+  await page.fill('#temperature', '0');
+  await page.fill('#seed', '');
+  await page.fill('#max-tokens', '64');
+});
+
+test('Escape stops a generation within one token, and the next run is normal', SLOW, async () => {
+  const page = b.page;
+  // Count tokens as the page sees them; note the count when the Escape key reaches the page.
+  await page.evaluate(() => {
+    window.__seen = 0;
+    window.__atStop = null;
+    window.__drawn = new Set();
+    document.addEventListener('attnscope:token', () => {
+      window.__seen += 1;
+      window.__drawn.add(document.getElementById('heatmap').data?.size);
+    });
+    document.addEventListener('keydown', (e) => { if (e.key === 'Escape' && window.__atStop === null) window.__atStop = window.__seen; }, { capture: true });
+    window.__long = window.attnscope.generate({ prompt: 'Once upon a time', maxTokens: 400, temperature: 0.8, seed: 3 });
+  });
+  await page.waitForFunction(() => window.__seen >= 5);
+  await page.keyboard.press('Escape');
+  const result = await page.evaluate(() => window.__long);
+  const atStop = await page.evaluate(() => window.__atStop);
+  assert.equal(result.stats.stop_reason, 'stopped');
+  assert.ok(atStop !== null && atStop >= 5);
+  // The worker computed at most the one token that was under way when the stop arrived. (Counting
+  // on the page instead would also count tokens computed before the stop but still queued behind
+  // the key press: a busy page handles input first.)
+  assert.ok(result.stats.tokens_after_stop <= 1, `the worker computed ${result.stats.tokens_after_stop} tokens after the stop arrived`);
+  assert.ok(result.stats.generated_tokens - result.stats.tokens_after_stop >= atStop, 'the stop arrived after the key press');
+  assert.ok(result.stats.generated_tokens < 50, 'the generation of 400 tokens really stopped');
+  const sizes = await page.evaluate(() => [...window.__drawn].filter((n) => n > 0));
+  assert.ok(sizes.length >= 3, `the heatmap follows the generation live (sizes drawn: ${sizes.join(', ')})`);
+
+  // The Stop button does the same.
+  await page.evaluate(() => {
+    window.__seen = 0;
+    window.__long = window.attnscope.generate({ prompt: 'Once upon a time', maxTokens: 400, temperature: 0.8, seed: 4 });
+  });
+  await page.waitForFunction(() => window.__seen >= 3);
+  await page.click('#stop');
+  const clicked = await page.evaluate(() => window.__long);
+  assert.equal(clicked.stats.stop_reason, 'stopped');
+  assert.ok(clicked.stats.tokens_after_stop <= 1);
+  assert.equal(await page.textContent('#stat-reason'), 'stopped');
+  assert.equal(await page.isDisabled('#generate'), false, 'Generate is available again');
+  if (ref) {
+    const again = await page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref, { maxTokens: 3 }));
+    assert.deepEqual(again.ids, ref.ids.slice(0, 3));
+  } else {
+    const again = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 3 }));
+    assert.equal(again.ids.length, 3);
+  }
+});
+
+test('a reload loads the model from the Cache API with the model files unreachable', SLOW, async () => {
+  const blocked = [];
+  await b.context.route('**/models/**', (route) => {
+    blocked.push(new URL(route.request().url()).pathname);
+    return route.abort('internetdisconnected');
+  });
+  try {
+    const info = await openApp(b.page);
+    assert.equal(info.n_layers, 30);
+    assert.match(await b.page.textContent('#model-status'), /from the cache/);
+    // The worker did try the network (for the manifest) and was refused: the route reaches it.
+    assert.ok(blocked.some((p) => p.endsWith('/manifest.json')), `blocked requests: ${blocked.join(', ')}`);
+    assert.match(await b.page.textContent('#notices'), /offline: using the cached model/);
+    const r = await b.page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 2, temperature: 0 }));
+    assert.equal(r.ids.length, 2);
+    if (ref) assert.equal(r.ids[0], ref.ids[0]);
+  } finally {
+    await b.context.unroute('**/models/**');
+  }
+});
+
+test('a corrupted cached file is detected on reload, deleted, fetched again and the page says so', SLOW, async () => {
+  const damaged = await b.page.evaluate(async (name) => {
+    const cache = await caches.open(name);
+    const key = (await cache.keys()).find((r) => new URL(r.url).pathname.endsWith('/tokenizer.json'));
     await cache.put(key, new Response('{"not": "the tokenizer"}'));
     return key.url;
+  }, CACHE_NAME);
+  await openApp(b.page);
+  assert.match(await b.page.textContent('#notices'), /cached copy of tokenizer\.json was damaged .*deleted and is being downloaded again/);
+  assert.equal(await b.page.isVisible('#notices-box'), true, 'the note is on screen');
+  assert.match(await b.page.textContent('#model-status'), /from the network/);
+  const size = await b.page.evaluate(async ({ name, url }) => (await (await (await caches.open(name)).match(url)).arrayBuffer()).byteLength, { name: CACHE_NAME, url: damaged });
+  const manifest = JSON.parse(readFileSync(join(ROOT, 'models/smollm2-135m-instruct/manifest.json'), 'utf8'));
+  assert.equal(size, manifest.files['tokenizer.json'].size, 'the re-fetched, verified tokenizer is cached again');
+});
+
+test('a file that fails its SHA-256 check on download is named, not cached, and can be retried', SLOW, async () => {
+  await b.page.evaluate(async (name) => {
+    const cache = await caches.open(name);
+    for (const r of await cache.keys()) if (new URL(r.url).pathname.endsWith('/tokenizer.json')) await cache.delete(r);
+  }, CACHE_NAME);
+  const original = readFileSync(join(ROOT, 'models/smollm2-135m-instruct/tokenizer.json'));
+  const tampered = Buffer.from(original);
+  tampered[tampered.length - 2] ^= 0x20; // same size, different bytes
+  await b.context.route('**/models/smollm2-135m-instruct/tokenizer.json', (route) => route.fulfill({ status: 200, contentType: 'application/json', body: tampered }));
+  try {
+    await b.page.goto(new URL('/', process.env.ATTNSCOPE_URL ?? 'http://127.0.0.1:8080').href);
+    const failure = await b.page.evaluate(() => window.attnscope.ready.then(() => null, (e) => e.message));
+    assert.match(failure ?? '', /tokenizer\.json has SHA-256 [0-9a-f]+…, the manifest says/);
+    assert.match(await bannerText(b.page), /tokenizer\.json.*Fix:/);
+    const cached = await b.page.evaluate(async (name) => (await (await caches.open(name)).keys()).map((r) => r.url), CACHE_NAME);
+    assert.ok(!cached.some((u) => u.includes('tokenizer.json')), 'the bad download was not cached');
+  } finally {
+    await b.context.unroute('**/models/smollm2-135m-instruct/tokenizer.json');
+  }
+  await b.page.click('#banner-action'); // "Try again"
+  await b.page.waitForFunction(() => /^ready:/.test(document.getElementById('model-status').textContent));
+});
+
+test('JavaScript and WebAssembly from different builds are reported as stale app files', SLOW, async () => {
+  const wasm = readFileSync(join(ROOT, 'www/pkg/attnscope_bg.wasm'));
+  const other = Buffer.from(wasm);
+  other[other.length - 1] ^= 0xff; // another build, as far as BUILD_ID can tell
+  await b.context.route('**/pkg/attnscope_bg.wasm', (route) => route.fulfill({ status: 200, contentType: 'application/wasm', body: other }));
+  try {
+    await b.page.goto(new URL('/', process.env.ATTNSCOPE_URL ?? 'http://127.0.0.1:8080').href);
+    const failure = await b.page.evaluate(() => window.attnscope.ready.then(() => null, (e) => e.message));
+    assert.match(failure ?? '', /stale cached app files: the page's JavaScript and WebAssembly are from different builds/);
+    const banner = await bannerText(b.page);
+    assert.match(banner, /Ctrl\+Shift\+R/);
+    assert.doesNotMatch(banner, /LinkError/);
+  } finally {
+    await b.context.unroute('**/pkg/attnscope_bg.wasm');
+  }
+  await openApp(b.page);
+});
+
+test('a crash in the engine offers a restart that keeps the prompt and the text', SLOW, async () => {
+  const page = b.page;
+  const before = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 6, temperature: 0 }));
+  // A real Rust panic cannot be provoked from outside, so the worker is made to see exactly what
+  // one looks like: the panic hook's console.error, then a RuntimeError from the engine call.
+  const worker = page.workers().at(-1);
+  await worker.evaluate(() => {
+    const parse = JSON.parse;
+    JSON.parse = (text, ...rest) => {
+      if (typeof text === 'string' && text.startsWith('{"id":')) {
+        JSON.parse = parse;
+        console.error('panicked at src/generate.rs:1:1:\ntest panic from the browser test');
+        throw new WebAssembly.RuntimeError('unreachable');
+      }
+      return parse(text, ...rest);
+    };
   });
-  assert.match(damaged, /tokenizer\.json/);
-  await openApp(ctx.page);
-  const notices = await ctx.page.textContent('#notices');
-  assert.match(notices, /cached copy of tokenizer\.json was damaged/);
-  const healthy = await ctx.page.evaluate(async (url) => {
-    const cache = await caches.open('attnscope-models-v1');
-    const bytes = new Uint8Array(await (await cache.match(url)).arrayBuffer());
-    return bytes.length;
-  }, damaged);
-  assert.ok(healthy > 1_000_000, 'the re-fetched tokenizer is cached again');
-  assert.deepEqual(ctx.problems.filter((p) => !p.includes('internetdisconnected') && !p.includes('Failed to load resource')), []);
+  const crashed = await page.evaluate(() => window.attnscope.generate({ prompt: 'Tell me a story', maxTokens: 6 }).then(() => null, (e) => e.message));
+  assert.match(crashed ?? '', /the model crashed: panicked at src\/generate\.rs/);
+  assert.match(await bannerText(page), /Restart the model/);
+  assert.equal(await page.inputValue('#prompt'), 'Tell me a story', 'the prompt is kept');
+  await page.click('#banner-action');
+  await page.waitForFunction(() => /^ready:.*from the cache/.test(document.getElementById('model-status').textContent));
+  const after = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 6, temperature: 0 }));
+  assert.deepEqual(after.ids, before.ids, 'the restarted model answers as before');
+  b.problems.splice(0, b.problems.length, ...b.problems.filter((p) => !p.includes('test panic from the browser test')));
+});
+
+test('choosing q4_0 reloads the weights, and its greedy tokens equal the CLI’s', SLOW, async () => {
+  const page = b.page;
+  await page.selectOption('#quant', 'q4_0');
+  await page.waitForFunction(() => /^ready:.*q4_0/.test(document.getElementById('model-status').textContent));
+  const prompt = 'The capital of France is';
+  const result = await page.evaluate((p) => window.attnscope.generate({ prompt: p, maxTokens: 8, temperature: 0 }), prompt);
+  const native = runNative({ prompt, max_tokens: 8, quant: 'q4_0' });
+  if (native) assert.deepEqual(result.ids, native.ids);
+  else assert.equal(result.ids.length, 8);
+  await page.selectOption('#quant', 'q8_0');
+  await page.waitForFunction(() => /^ready:.*q8_0/.test(document.getElementById('model-status').textContent));
+});
+
+test('the page passes axe-core accessibility checks in light and dark themes', SLOW, async () => {
+  const page = b.page;
+  await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 8, temperature: 0 }));
+  // Injected through the DevTools protocol: the page's CSP rightly refuses inline scripts.
+  await page.evaluate(readFileSync(join(ROOT, 'node_modules/axe-core/axe.min.js'), 'utf8'));
+  for (const theme of ['light', 'dark']) {
+    await page.selectOption('#theme', theme);
+    const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+      .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`));
+    assert.deepEqual(violations, [], `${theme} theme`);
+  }
+  await page.selectOption('#theme', 'auto');
+});
+
+test('nothing went wrong on the way: no page errors, no CSP violations, no console errors', () => {
+  assert.deepEqual(b.problems, []);
 });

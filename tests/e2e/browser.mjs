@@ -1,8 +1,9 @@
-// Shared set-up for the browser tests: Debian's Chromium driven by playwright-core, the served
-// app, and the native CLI whose answers the page must reproduce.
+// Shared set-up for the browser tests: Debian's Chromium driven by playwright-core, the app served
+// over real HTTP (ATTNSCOPE_URL, started by ./build.sh test), and the native CLI's answers that
+// the page must reproduce (ATTNSCOPE_NATIVE_REF, or the CLI itself when that is not set).
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,33 +11,98 @@ import { chromium } from 'playwright-core';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BASE_URL = process.env.ATTNSCOPE_URL ?? 'http://127.0.0.1:8080';
+export const CACHE_NAME = 'attnscope-models-v1';
+const MODEL_DIR = join(ROOT, 'models/smollm2-135m-instruct');
+const CLI = join(ROOT, 'target/release/attnscope');
 
 export const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
 
-/** A browser context with its own fresh profile (so the Cache API survives reloads within it). */
+// Messages a test provokes on purpose (aborted model requests, a file served damaged): the
+// browser logs them as errors, and they are not problems of the app.
+const EXPECTED = [/net::ERR_INTERNET_DISCONNECTED/, /Failed to load resource/, /internetdisconnected/i];
+
+/**
+ * A browser with its own fresh profile in a temporary folder, so the Cache API survives reloads
+ * within one test file and nothing leaks between files. Collects page errors and console errors.
+ */
 export async function freshContext() {
   const dir = mkdtempSync(join(tmpdir(), 'attnscope-e2e-'));
-  const context = await chromium.launchPersistentContext(dir, { executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, viewport: { width: 1280, height: 900 } });
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: '/usr/bin/chromium',
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 900 },
+  });
+  context.setDefaultTimeout(120_000);
   const page = context.pages()[0] ?? (await context.newPage());
   const problems = [];
+  const watch = (target, where) => {
+    target.on('console', (m) => {
+      if (m.type() === 'error' && !EXPECTED.some((re) => re.test(m.text()))) problems.push(`${where} console: ${m.text()}`);
+    });
+  };
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
-  return { context, page, problems };
+  watch(page, 'page');
+  page.on('worker', (w) => watch(w, 'worker'));
+  return {
+    context,
+    page,
+    problems,
+    async close() {
+      await context.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
+/** Opens the app and waits for `window.attnscope.ready`; returns the model's info. */
 export async function openApp(page, path = '/') {
   await page.goto(new URL(path, BASE_URL).href);
+  await page.waitForFunction(() => window.attnscope?.ready);
   return page.evaluate(() => window.attnscope.ready);
 }
 
-/** The native CLI's token ids for a greedy generation. */
-export function nativeIds({ prompt, maxTokens, quant = 'q8_0' }) {
-  const out = execFileSync(join(ROOT, 'target/release/attnscope'), [
-    'generate', '--model', join(ROOT, 'models/smollm2-135m-instruct'), '--quant', quant, '--prompt', prompt,
-    '--max-tokens', String(maxTokens), '--temperature', '0', '--repeat-penalty', '1.0', '--seed', '1', '--json',
-  ], { encoding: 'utf8' });
-  return out.trim().split('\n').map((l) => JSON.parse(l)).filter((l) => 'id' in l).map((l) => l.id);
+/** The page's error banner, or null when it is hidden. */
+export async function bannerText(page) {
+  return page.evaluate(() => (document.getElementById('banner').hidden ? null : document.getElementById('banner').textContent.replace(/\s+/g, ' ').trim()));
+}
+
+// The CLI's defaults (src/sampler.rs), for the fields a reference file leaves out.
+const CLI_DEFAULTS = { chat: false, temperature: 0, repeat_penalty: 1.1, seed: 299_792_458, quant: 'q8_0' };
+
+/**
+ * The native reference: {prompt, chat, max_tokens, temperature, repeat_penalty, seed, quant, ids}.
+ * From the JSON file named by ATTNSCOPE_NATIVE_REF when set, else by running the CLI; null when
+ * neither is available (the parity tests are then skipped, saying why).
+ */
+export function nativeReference() {
+  const file = process.env.ATTNSCOPE_NATIVE_REF;
+  if (file) return { ...CLI_DEFAULTS, ...JSON.parse(readFileSync(file, 'utf8')) };
+  if (!existsSync(CLI)) return null;
+  return runNative({ prompt: 'The capital of France is', max_tokens: 24 });
+}
+
+/** Runs the native CLI (target/release/attnscope generate --json) with the given settings. */
+export function runNative(settings) {
+  const s = { ...CLI_DEFAULTS, ...settings };
+  if (!existsSync(CLI)) return null;
+  const args = [
+    'generate', '--model', MODEL_DIR, '--quant', s.quant, '--prompt', s.prompt,
+    '--max-tokens', String(s.max_tokens), '--temperature', String(s.temperature),
+    '--repeat-penalty', String(s.repeat_penalty), '--seed', String(s.seed), '--json',
+  ];
+  if (s.chat) args.push('--chat');
+  const out = execFileSync(CLI, args, { encoding: 'utf8' });
+  const ids = out.trim().split('\n').map((line) => JSON.parse(line)).filter((line) => 'id' in line).map((line) => line.id);
+  return { ...s, ids };
+}
+
+/** The reference's settings as `window.attnscope.generate` arguments. */
+export function generateArgs(ref, overrides = {}) {
+  return {
+    prompt: ref.prompt, chat: ref.chat, maxTokens: ref.max_tokens, temperature: ref.temperature,
+    repeatPenalty: ref.repeat_penalty, seed: ref.seed, quant: ref.quant, ...overrides,
+  };
 }
