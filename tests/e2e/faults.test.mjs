@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { createReadStream, readFileSync, statSync, existsSync, mkdtempSync } from 'node:fs';
+import { createReadStream, readFileSync, statSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, extname, normalize } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -47,7 +47,8 @@ before(async () => {
 after(() => server?.close());
 
 async function withPage(fn) {
-  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'attnscope-faults-')), { executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  const profile = mkdtempSync(join(tmpdir(), 'attnscope-faults-'));
+  const context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
   const page = context.pages()[0] ?? (await context.newPage());
   const violations = [];
   page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
@@ -56,6 +57,7 @@ async function withPage(fn) {
     return await fn(page, violations);
   } finally {
     await context.close();
+    rmSync(profile, { recursive: true, force: true });
   }
 }
 
