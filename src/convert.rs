@@ -20,6 +20,7 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file;
 use sha2::{Digest, Sha256};
 
+
 use crate::config::{Config, FileConfig};
 use crate::format::{GgmlKind, TensorToWrite, write};
 use crate::weights::{QMatrix, expected_tensors};
@@ -51,7 +52,16 @@ pub struct Imported {
 }
 
 pub fn import_gguf(path: &Path) -> Result<Imported, ConvertError> {
-    let mut file = std::fs::File::open(path).map_err(|e| input(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| input(path, e))?;
+    import_gguf_bytes(path, &bytes)
+}
+
+/// The import from bytes already in memory (the fuzz target calls this). `path` names the file in
+/// errors and in the manifest's `source`.
+pub fn import_gguf_bytes(path: &Path, bytes: &[u8]) -> Result<Imported, ConvertError> {
+    // Every count, length and offset is checked against the bytes before candle parses them.
+    crate::gguf::check(bytes).map_err(|e| input(path, format!("not a usable GGUF file: {e}. Download the model again.")))?;
+    let mut file = std::io::Cursor::new(bytes);
     let content = gguf_file::Content::read(&mut file).map_err(|e| input(path, format!("not a readable GGUF file: {e}")))?;
     let md = &content.metadata;
     let get = |key: &str| md.get(key).ok_or_else(|| input(path, format!("metadata `{key}` is missing")));
@@ -75,6 +85,9 @@ pub fn import_gguf(path: &Path) -> Result<Imported, ConvertError> {
         Some(v) => v.to_vec().map_err(|e| input(path, e))?.iter().map(|v| v.to_i32()).collect::<Result<_, _>>().map_err(|e| input(path, e))?,
         None => vec![1; tokens.len()],
     };
+    if token_types.len() != tokens.len() {
+        return Err(input(path, format!("tokenizer.ggml.token_type has {} entries for {} tokens", token_types.len(), tokens.len())));
+    }
     let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
     let tokenizer_json = build_bpe_tokenizer(&tokens, &merges, &token_types, &pre).map_err(|e| input(path, e))?;
 
@@ -97,6 +110,33 @@ pub fn import_gguf(path: &Path) -> Result<Imported, ConvertError> {
     };
     let config = Config::try_from(file_config).map_err(|e| input(path, e))?;
 
+    // Names and shapes first, all problems at once, before anything is dequantized.
+    let mut problems = Vec::new();
+    let mut found = HashMap::new();
+    for (gguf_name, info) in content.tensor_infos.iter() {
+        match hf_name(gguf_name) {
+            Some(name) => {
+                found.insert(name, info.shape.dims().to_vec());
+            }
+            None => problems.push(format!("unexpected tensor `{gguf_name}`")),
+        }
+    }
+    for (name, shape) in expected_tensors(&config) {
+        match found.get(&name) {
+            None => problems.push(format!("missing tensor `{name}` (shape {shape:?})")),
+            Some(s) if s != &shape => problems.push(format!("`{name}` has shape {s:?}, the metadata implies {shape:?}")),
+            Some(_) => {}
+        }
+    }
+    let expected: HashMap<String, Vec<usize>> = expected_tensors(&config).into_iter().collect();
+    for name in found.keys().filter(|n| !expected.contains_key(*n)) {
+        problems.push(format!("unexpected tensor `{name}` (is llama.block_count right?)"));
+    }
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(input(path, format!("the tensors do not match the metadata: {}", problems.join("; "))));
+    }
+
     let mut tensors = BTreeMap::new();
     for (gguf_name, _) in content.tensor_infos.iter() {
         let Some(name) = hf_name(gguf_name) else {
@@ -108,7 +148,7 @@ pub fn import_gguf(path: &Path) -> Result<Imported, ConvertError> {
         let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| input(path, e))?;
         tensors.insert(name, F32Tensor { shape, values });
     }
-    let sha = sha256_file(path).map_err(|e| input(path, e))?;
+    let sha = hex(&Sha256::digest(bytes));
     let source = format!("{} (sha256 {sha})", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     Ok(Imported { config, tokenizer_json, tensors, source })
 }
@@ -231,21 +271,7 @@ pub fn half_split_to_pairs(w: &[f32], n_heads: usize, head_dim: usize, cols: usi
     out
 }
 
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
-pub struct ManifestFile {
-    pub size: u64,
-    pub sha256: String,
-}
-
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
-pub struct Manifest {
-    pub format: String,
-    pub name: String,
-    pub source: String,
-    pub files: BTreeMap<String, ManifestFile>,
-}
-
-pub const MANIFEST_FORMAT: &str = "attnscope-model/1";
+pub use crate::manifest::{MANIFEST_FORMAT, Manifest, ManifestFile, hex, sha256_file};
 
 /// Writes the model folder; returns the manifest.
 pub fn write_folder(imported: &Imported, out: &Path, name: &str, quants: &[GgmlKind]) -> Result<Manifest, ConvertError> {
@@ -284,7 +310,8 @@ pub fn write_folder(imported: &Imported, out: &Path, name: &str, quants: &[GgmlK
                 Ok((n.clone(), tensor))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let extra = HashMap::from([("source".to_string(), imported.source.clone())]);
+        let mut extra: HashMap<String, String> = crate::weights::layout_metadata(c).into_iter().collect();
+        extra.insert("source".to_string(), imported.source.clone());
         let bytes = write(tensors, extra).map_err(|e| ConvertError::Input { path: imported.source.clone(), why: e.to_string() })?;
         files.insert_entry_from(write_file(&crate::loader::weights_file_name(kind), &bytes)?);
     }
@@ -310,23 +337,4 @@ impl InsertEntry for BTreeMap<String, ManifestFile> {
     fn insert_entry_from(&mut self, (k, v): (String, ManifestFile)) {
         self.insert(k, v);
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
 }

@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, TensorView};
 
 /// Written to `__metadata__["format"]`, so a plain safetensors file is told apart.
 pub const FORMAT_TAG: &str = "attnscope-qsafetensors/1";
@@ -111,6 +111,11 @@ pub enum FormatError {
     NotQuantizedSafetensors { file: String },
 }
 
+/// Headers longer than this are refused before they are parsed. SmolLM2-135M's is about 40 KB and
+/// a 70B Llama's about 100 KB; the cap keeps a hostile length from costing memory or parse time
+/// (the safetensors crate's own cap is 100 MB).
+pub const MAX_HEADER_BYTES: u64 = 8 << 20;
+
 /// A parsed file: every tensor checked for size against its declared type and shape.
 pub struct QSafetensors<'a> {
     pub tensors: BTreeMap<String, StoredTensor<'a>>,
@@ -118,62 +123,127 @@ pub struct QSafetensors<'a> {
 }
 
 impl<'a> QSafetensors<'a> {
+    /// Checks, in order: the 8-byte length, the header's length (within the file and under
+    /// `MAX_HEADER_BYTES`), its JSON (no name twice: a JSON map reader would silently keep the
+    /// last), each tensor's dtype and shape (products in u64 with overflow checks, so a shape that
+    /// overflows 32 or 64 bits is refused on every platform), that the offsets tile the data
+    /// section exactly, and that every `U8` tensor's bytes are whole GGML blocks of its logical
+    /// shape. Nothing is allocated in proportion to a number read from the file.
     pub fn read(file: &str, bytes: &'a [u8]) -> Result<Self, FormatError> {
         let container = |why: String| FormatError::Container { file: file.to_string(), why };
+        let tensor_err = |tensor: &str, why: String| FormatError::Tensor { file: file.to_string(), tensor: tensor.to_string(), why };
         if bytes.len() < 8 {
             return Err(container(format!("{} bytes is shorter than the 8-byte header length", bytes.len())));
         }
         let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("checked: 8 bytes"));
-        if header_len > (bytes.len() as u64).saturating_sub(8) {
-            return Err(container(format!(
-                "header claims {header_len} bytes but the file has only {} after the length",
-                bytes.len() - 8
-            )));
+        let after_len = bytes.len() as u64 - 8;
+        if header_len > after_len {
+            return Err(container(format!("header claims {header_len} bytes but the file has only {after_len} after the length")));
         }
-        // The safetensors crate checks JSON, dtype sizes, overflowing shapes and that the
-        // offsets tile the data section exactly (no gaps, no overlaps, nothing outside).
-        let st = SafeTensors::deserialize(bytes).map_err(|e| container(e.to_string()))?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| container(e.to_string()))?;
-        let metadata = header.metadata().clone().unwrap_or_default();
+        if header_len > MAX_HEADER_BYTES {
+            return Err(container(format!("header claims {header_len} bytes, more than the {MAX_HEADER_BYTES}-byte limit for a model header")));
+        }
+        let header_end = 8 + header_len as usize; // ≤ bytes.len(), checked above
+        let header: Header = serde_json::from_slice(&bytes[8..header_end]).map_err(|e| container(format!("header is not valid JSON: {e}")))?;
+        if let Some(name) = header.duplicate_tensor {
+            return Err(tensor_err(&name, "appears twice in the header".into()));
+        }
+        if let Some(key) = header.metadata.duplicate {
+            return Err(container(format!("metadata key `{key}` appears twice in the header")));
+        }
+        let metadata: HashMap<String, String> = header.metadata.entries.into_iter().collect();
         if metadata.get("format").map(String::as_str) != Some(FORMAT_TAG) {
             return Err(FormatError::NotQuantizedSafetensors { file: file.to_string() });
         }
+
+        // Offsets: sorted by start, each tensor must begin where the previous one ended, the first
+        // at 0, the last end exactly at the end of the file.
+        let data = &bytes[header_end..];
+        let data_len = data.len() as u64;
+        let mut order: Vec<&(String, RawTensorInfo)> = header.tensors.iter().collect();
+        order.sort_by_key(|(_, t)| t.data_offsets);
+        let mut end_so_far = 0u64;
+        let mut previous: Option<&str> = None;
+        for (name, t) in &order {
+            let (start, end) = t.data_offsets;
+            if end < start {
+                return Err(tensor_err(name, format!("has data_offsets [{start}, {end}], which end before they start")));
+            }
+            if end > data_len {
+                return Err(tensor_err(name, format!("has data_offsets [{start}, {end}] but the data section is only {data_len} bytes (the file is truncated)")));
+            }
+            if start > end_so_far {
+                let after = previous.map_or("the start of the data".to_string(), |p| format!("`{p}`"));
+                return Err(tensor_err(name, format!("starts at byte {start}, leaving a gap of {} bytes after {after}", start - end_so_far)));
+            }
+            if start < end_so_far {
+                let p = previous.expect("end_so_far > 0 only after a tensor");
+                return Err(tensor_err(name, format!("starts at byte {start}, inside `{p}` (which ends at {end_so_far}): the tensors overlap")));
+            }
+            end_so_far = end;
+            previous = Some(name);
+        }
+        if end_so_far != data_len {
+            return Err(container(format!("{} bytes of data follow the last tensor; no tensor describes them", data_len - end_so_far)));
+        }
+
         let mut tensors = BTreeMap::new();
-        for (name, view) in st.tensors() {
-            let bad = |why: String| FormatError::Tensor { file: file.to_string(), tensor: name.clone(), why };
-            let stored = match view.dtype() {
-                Dtype::U8 => {
-                    let spec = metadata
-                        .get(&format!("ggml.{name}"))
-                        .ok_or_else(|| bad("is raw bytes but has no `ggml.<name>` entry naming its block type".into()))?;
+        for (name, t) in header.tensors {
+            let bad = |why: String| tensor_err(&name, why);
+            let elements = t.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+            let (start, end) = (t.data_offsets.0 as usize, t.data_offsets.1 as usize); // ≤ data_len, checked above
+            let view = &data[start..end];
+            let shape_usize = || -> Option<Vec<usize>> { t.shape.iter().map(|&d| usize::try_from(d).ok()).collect() };
+            let size_of = |elem_bytes: u64| -> Result<u64, FormatError> {
+                elements
+                    .and_then(|n| n.checked_mul(elem_bytes))
+                    .ok_or_else(|| bad(format!("has shape {:?}, whose size overflows 64 bits", t.shape)))
+            };
+            let ggml_entry = metadata.get(&format!("ggml.{name}"));
+            let stored = match t.dtype.as_str() {
+                "U8" => {
+                    let needed = size_of(1)?;
+                    if needed != view.len() as u64 {
+                        return Err(bad(format!("has shape {:?} ({needed} bytes) but data_offsets span {} bytes", t.shape, view.len())));
+                    }
+                    let spec = ggml_entry.ok_or_else(|| bad("is raw bytes but has no `ggml.<name>` entry naming its block type".into()))?;
                     let (kind, rows, cols) = parse_spec(spec).ok_or_else(|| {
-                        bad(format!("has block spec `{spec}`; expected `<type>:<rows>,<cols>` with type one of q8_0, q4_0"))
+                        bad(format!("has block spec `{spec}`; expected `<type>:<rows>,<cols>` with type one of q8_0, q4_0 and sizes that fit in memory"))
                     })?;
                     let expected = kind
                         .bytes_for(rows, cols)
-                        .ok_or_else(|| bad(format!("shape [{rows}, {cols}] does not fit whole {} blocks", kind.name())))?;
-                    if view.data().len() != expected {
-                        return Err(bad(format!(
-                            "holds {} bytes but {} [{rows}, {cols}] needs {expected}",
-                            view.data().len(),
-                            kind.name()
-                        )));
+                        .ok_or_else(|| bad(format!("shape [{rows}, {cols}] is not whole {} blocks of 32, or its size overflows", kind.name())))?;
+                    if view.len() != expected {
+                        return Err(bad(format!("holds {} bytes but {} [{rows}, {cols}] needs {expected}", view.len(), kind.name())));
                     }
-                    StoredTensor::Quantized { kind, rows, cols, blocks: view.data() }
+                    let per_row = kind.bytes_for(1, cols).expect("cols checked: whole blocks");
+                    if t.shape != [rows as u64, per_row as u64] {
+                        return Err(bad(format!("has shape {:?}; {} [{rows}, {cols}] is stored as [{rows}, {per_row}]", t.shape, kind.name())));
+                    }
+                    StoredTensor::Quantized { kind, rows, cols, blocks: view }
                 }
-                Dtype::F32 => StoredTensor::F32 { shape: view.shape().to_vec(), bytes: view.data() },
-                other => return Err(bad(format!("has dtype {other:?}; only U8 blocks and F32 are stored"))),
+                "F32" => {
+                    let needed = size_of(4)?;
+                    if needed != view.len() as u64 {
+                        return Err(bad(format!("has shape {:?} ({needed} bytes as F32) but data_offsets span {} bytes", t.shape, view.len())));
+                    }
+                    if ggml_entry.is_some() {
+                        return Err(bad("is F32 but also has a `ggml.` block spec".into()));
+                    }
+                    let shape = shape_usize().ok_or_else(|| bad(format!("has shape {:?}, too large for this platform", t.shape)))?;
+                    StoredTensor::F32 { shape, bytes: view }
+                }
+                other if KNOWN_DTYPES.contains(&other) => {
+                    return Err(bad(format!("has dtype {other}; only U8 (GGML blocks) and F32 are stored in this format")));
+                }
+                other => return Err(bad(format!("has unknown dtype `{}`", other.chars().take(32).collect::<String>()))),
             };
             tensors.insert(name, stored);
         }
         for key in metadata.keys() {
             if let Some(name) = key.strip_prefix("ggml.") {
                 if !tensors.contains_key(name) {
-                    return Err(FormatError::Tensor {
-                        file: file.to_string(),
-                        tensor: name.to_string(),
-                        why: "is described in the metadata but missing from the file".into(),
-                    });
+                    return Err(tensor_err(name, "is described in the metadata but missing from the file".into()));
                 }
             }
         }
@@ -181,6 +251,98 @@ impl<'a> QSafetensors<'a> {
     }
 }
 
+/// The dtype names safetensors defines: one of these that is not U8 or F32 is "unsupported",
+/// anything else "unknown".
+const KNOWN_DTYPES: [&str; 20] = [
+    "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16", "F16", "BF16", "I32", "U32",
+    "F32", "C64", "F64", "I64", "U64",
+];
+
+/// One tensor entry as written in the header, before any check.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTensorInfo {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// The JSON header, read with a visitor that notices a name written twice (serde_json's maps,
+/// and so the safetensors crate, silently keep the last value of a repeated key).
+struct Header {
+    metadata: UniqueStrings,
+    tensors: Vec<(String, RawTensorInfo)>,
+    duplicate_tensor: Option<String>,
+}
+
+#[derive(Default)]
+struct UniqueStrings {
+    entries: Vec<(String, String)>,
+    duplicate: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Header;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of tensor entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+                use serde::de::Error;
+                let mut header = Header { metadata: UniqueStrings::default(), tensors: Vec::new(), duplicate_tensor: None };
+                let mut seen = std::collections::HashSet::new();
+                let mut seen_metadata = false;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "__metadata__" {
+                        let mut metadata: UniqueStrings = map.next_value()?;
+                        if seen_metadata {
+                            metadata.duplicate.get_or_insert_with(|| "__metadata__".into());
+                        }
+                        seen_metadata = true;
+                        header.metadata = metadata;
+                        continue;
+                    }
+                    let info: RawTensorInfo = map.next_value().map_err(|e| A::Error::custom(format!("tensor `{key}`: {e}")))?;
+                    if !seen.insert(key.clone()) {
+                        header.duplicate_tensor.get_or_insert(key.clone());
+                    }
+                    header.tensors.push((key, info));
+                }
+                Ok(header)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UniqueStrings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UniqueStrings;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`__metadata__` as an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueStrings, A::Error> {
+                let mut out = UniqueStrings::default();
+                let mut seen = std::collections::HashSet::new();
+                while let Some((key, value)) = map.next_entry::<String, String>()? {
+                    if !seen.insert(key.clone()) {
+                        out.duplicate.get_or_insert(key.clone());
+                    }
+                    out.entries.push((key, value));
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// `"<type>:<rows>,<cols>"` → kind and sizes; None for an unknown type or a size that does not
+/// fit in `usize` (32 bits on wasm32).
 fn parse_spec(spec: &str) -> Option<(GgmlKind, usize, usize)> {
     let (kind, dims) = spec.split_once(':')?;
     let (rows, cols) = dims.split_once(',')?;

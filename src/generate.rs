@@ -14,13 +14,16 @@ use crate::tokenizer::{StreamDecoder, TextTokenizer, TokenizerError};
 pub struct GenerateOptions {
     pub chat: bool,
     pub max_tokens: usize,
+    /// Keep going past end-of-text tokens (they are emitted like any other): long runs and
+    /// benchmarks that must reach `max_tokens`.
+    pub ignore_eos: bool,
     #[serde(flatten)]
     pub sampling: SamplingParams,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { chat: false, max_tokens: 64, sampling: SamplingParams::default() }
+        GenerateOptions { chat: false, max_tokens: 64, ignore_eos: false, sampling: SamplingParams::default() }
     }
 }
 
@@ -66,6 +69,7 @@ pub struct Generation {
     sequence: Vec<u32>,
     prompt_len: usize,
     max_tokens: usize,
+    ignore_eos: bool,
     /// The last sampled token, not yet fed to the model.
     unfed: Option<u32>,
     finished: Option<StopReason>,
@@ -101,6 +105,7 @@ impl Generation {
             prompt_len: ids.len(),
             sequence: ids,
             max_tokens: opts.max_tokens,
+            ignore_eos: opts.ignore_eos,
             unfed: None,
             finished: None,
             params: opts.sampling.clone(),
@@ -160,7 +165,7 @@ impl Generation {
         self.sequence.push(id);
         self.unfed = Some(id);
         let label = tok.label(id);
-        if tok.stop_ids().contains(&id) {
+        if !self.ignore_eos && tok.stop_ids().contains(&id) {
             self.finished = Some(StopReason::Eos);
             return Ok(Step { id: Some(id), text: String::new(), label, done: true, reason: Some(StopReason::Eos) });
         }

@@ -5,7 +5,8 @@
 //! Reading order: `config` (the model's shape) → `format` (quantized safetensors) → `weights`
 //! (names → blocks) → `qmatmul` (the quantized product) → `tokenizer` → `attention` + `capture` → `model` (the forward pass) →
 //! `sampler` → `generate` (the loop both front ends share) → `loader` (a folder → a model);
-//! `convert` imports GGUF / Hugging Face checkpoints; `wasm` is the browser binding.
+//! `manifest` lists a folder's files with their SHA-256; `convert` imports GGUF (header checked
+//! by `gguf` first) / Hugging Face checkpoints; `wasm` is the browser binding.
 
 pub mod attention;
 pub mod capture;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod format;
 pub mod generate;
 pub mod loader;
+pub mod manifest;
 pub mod model;
 pub mod qmatmul;
 pub mod sampler;
@@ -21,6 +23,8 @@ pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod gguf;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

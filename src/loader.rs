@@ -1,11 +1,13 @@
 //! A model folder's files → a ready `Transformer` and tokenizer, checked in order (config, then
-//! the container, then every tensor against the config, then the tokenizer against the vocabulary,
-//! then the memory budget) so the first error names the file at fault and nothing big is
-//! allocated for a model that cannot run. Natively the files are read from a folder; the browser
+//! the container, then the memory budget, then the tokenizer against the vocabulary, then every
+//! tensor against the config) so the first error names the file at fault and nothing big is
+//! allocated for a model that cannot run. The budget (weights as file and decoded, KV cache,
+//! attention capture, scratch) is computed in u64 from the config alone, so on wasm32 a context
+//! length that would overflow a 32-bit size is refused with the figures rather than attempted. Natively the files are read from a folder; the browser
 //! hands the same bytes over from `fetch`.
 
 use crate::config::{Config, ConfigError};
-use crate::format::{FormatError, GgmlKind, QSafetensors};
+use crate::format::{FormatError, GgmlKind, QSafetensors, StoredTensor};
 use crate::model::{ModelError, Transformer, memory_needed};
 use crate::tokenizer::{TextTokenizer, TokenizerError};
 use crate::weights::{Weights, WeightsError};
@@ -26,6 +28,8 @@ pub enum LoadError {
     Io { path: String, source: std::io::Error },
     #[error("{path} is not a model folder (no config.json). Run `./build.sh model`, or convert a model with attnscope-convert.")]
     NotAFolder { path: String },
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
 }
 
 #[derive(Debug, Clone)]
@@ -53,15 +57,44 @@ pub fn load(config_json: &[u8], tokenizer_json: &[u8], weights_name: &str, weigh
     let config = Config::from_json(config_json)?;
     let st = QSafetensors::read(weights_name, weights)?;
     let max_context = opts.max_context.min(config.max_position_embeddings).max(2);
-    let (needed, detail) = memory_needed(&config, weights.len() as u64, max_context, opts.capture_window);
+    // While loading, the file's bytes and the decoded blocks (f32 scales) are both held.
+    let (needed, detail) = memory_needed(&config, weights.len() as u64 + decoded_bytes(&st), max_context, opts.capture_window);
     if let Some(limit) = opts.memory_limit {
         if needed > limit {
             return Err(ModelError::OutOfMemoryBudget { needed_mb: needed >> 20, limit_mb: limit >> 20, detail }.into());
         }
     }
-    let weights = Weights::load(weights_name, &st, &config)?;
     let tokenizer = TextTokenizer::from_json(tokenizer_json, config.vocab_size, config.eos_token_id)?;
+    let weights = Weights::load(weights_name, &st, &config)?;
     Ok(LoadedModel { model: Transformer::new(config, weights, max_context, opts.capture_window), tokenizer })
+}
+
+/// Bytes the decoded weights take (`QMatrix`: one f32 scale per block plus the quants; norms f32).
+fn decoded_bytes(st: &QSafetensors) -> u64 {
+    st.tensors
+        .values()
+        .map(|t| match t {
+            StoredTensor::Quantized { kind, blocks, .. } => {
+                let n = (blocks.len() / kind.type_size()) as u64;
+                n * (4 + kind.type_size() as u64 - 2)
+            }
+            StoredTensor::F32 { bytes, .. } => bytes.len() as u64,
+        })
+        .sum()
+}
+
+/// The native memory limit: `ATTNSCOPE_MEMORY_LIMIT_MB` if set, else the machine's physical
+/// memory (`MemTotal` in /proc/meminfo), else 8 GiB. A model that needs more than the machine has
+/// would only end in the OOM killer, so it is refused with the figures instead.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn default_memory_limit() -> u64 {
+    if let Some(mb) = std::env::var("ATTNSCOPE_MEMORY_LIMIT_MB").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+        return mb.saturating_mul(1 << 20);
+    }
+    let total_kb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+    });
+    total_kb.map_or(8 << 30, |kb| kb.saturating_mul(1024))
 }
 
 /// The weights file of a quantization inside a model folder.
@@ -79,6 +112,21 @@ pub fn load_folder(dir: &std::path::Path, quant: GgmlKind, opts: &LoadOptions) -
         std::fs::read(&path).map_err(|source| LoadError::Io { path: path.display().to_string(), source })
     };
     let weights_name = weights_file_name(quant);
+    // A manifest, when there is one, must parse, and the files must have its sizes: a truncated
+    // copy is named before its bytes are read. (`attnscope verify` also checks the SHA-256s.)
+    if let Some(m) = crate::manifest::read_folder_manifest(dir)? {
+        crate::manifest::check_sizes(dir, &m, &["config.json", "tokenizer.json", &weights_name])?;
+    }
+    let config_json = read("config.json")?;
+    // The budget once before reading the weights, from the file's size (file + decoded ≈ twice
+    // it), so a context that cannot fit is refused before hundreds of megabytes are read.
+    if let (Some(limit), Ok(config), Ok(meta)) = (opts.memory_limit, Config::from_json(&config_json), std::fs::metadata(dir.join(&weights_name))) {
+        let max_context = opts.max_context.min(config.max_position_embeddings).max(2);
+        let (needed, detail) = memory_needed(&config, meta.len().saturating_mul(2), max_context, opts.capture_window);
+        if needed > limit {
+            return Err(ModelError::OutOfMemoryBudget { needed_mb: needed >> 20, limit_mb: limit >> 20, detail }.into());
+        }
+    }
     let weights = read(&weights_name)?;
-    load(&read("config.json")?, &read("tokenizer.json")?, &dir.join(&weights_name).display().to_string(), &weights, opts)
+    load(&config_json, &read("tokenizer.json")?, &dir.join(&weights_name).display().to_string(), &weights, opts)
 }

@@ -266,10 +266,32 @@ pub fn expected_tensors(c: &Config) -> Vec<(String, Vec<usize>)> {
     names
 }
 
+/// The head layout the weights were converted with, written into the weights file's metadata.
+/// Shapes alone cannot tell 9 heads of 64 from 18 heads of 32 (the matrices are the same size),
+/// and a config.json that says the wrong one would run and print nonsense; with these entries the
+/// loader refuses instead. Files without them (older conversions) are checked by shape only.
+pub fn layout_metadata(c: &Config) -> Vec<(String, String)> {
+    vec![
+        ("config.num_attention_heads".into(), c.n_heads.to_string()),
+        ("config.num_key_value_heads".into(), c.n_kv_heads.to_string()),
+        ("config.hidden_size".into(), c.dim.to_string()),
+        ("config.num_hidden_layers".into(), c.n_layers.to_string()),
+        ("config.vocab_size".into(), c.vocab_size.to_string()),
+    ]
+}
+
 impl Weights {
     pub fn load(file: &str, st: &QSafetensors, c: &Config) -> Result<Self, WeightsError> {
         let expected = expected_tensors(c);
         let mut problems = Vec::new();
+        for (key, ours) in layout_metadata(c) {
+            if let Some(theirs) = st.metadata.get(&key) {
+                if theirs.trim() != ours {
+                    let field = key.trim_start_matches("config.");
+                    problems.push(format!("config.json says {field} = {ours} but the weights were converted with {theirs}"));
+                }
+            }
+        }
         for (name, shape) in &expected {
             match st.tensors.get(name) {
                 None => problems.push(format!("missing tensor `{name}` (expected shape {shape:?})")),
@@ -338,7 +360,7 @@ impl Weights {
         let check_scales = |problems: &mut Vec<String>, name: String, m: &QMatrix| {
             let finite = m.scales().iter().all(|d| d.is_finite());
             if !finite {
-                problems.push(format!("`{name}` has NaN or infinite block scales"));
+                problems.push(format!("`{name}` has NaN or infinite block scales (the file is corrupt or was quantized from broken weights)"));
             }
         };
         check_scales(&mut problems, "model.embed_tokens.weight".into(), &self.embed);
@@ -346,7 +368,16 @@ impl Weights {
             check_scales(&mut problems, "lm_head.weight".into(), head);
         }
         for (l, b) in self.blocks.iter().enumerate() {
-            for (part, m) in [("q_proj", &b.wq), ("k_proj", &b.wk), ("v_proj", &b.wv), ("o_proj", &b.wo), ("gate_proj", &b.w_gate), ("up_proj", &b.w_up), ("down_proj", &b.w_down)] {
+            let parts = [
+                ("self_attn.q_proj", &b.wq),
+                ("self_attn.k_proj", &b.wk),
+                ("self_attn.v_proj", &b.wv),
+                ("self_attn.o_proj", &b.wo),
+                ("mlp.gate_proj", &b.w_gate),
+                ("mlp.up_proj", &b.w_up),
+                ("mlp.down_proj", &b.w_down),
+            ];
+            for (part, m) in parts {
                 check_scales(&mut problems, format!("model.layers.{l}.{part}.weight"), m);
             }
             for (part, v) in [("input_layernorm", &b.attn_norm), ("post_attention_layernorm", &b.mlp_norm)] {

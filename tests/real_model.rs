@@ -27,7 +27,7 @@ fn fixture(name: &str) -> serde_json::Value {
 }
 
 fn greedy(m: &mut LoadedModel, prompt: &str, chat: bool, n: usize) -> (Vec<u32>, String) {
-    let opts = GenerateOptions { chat, max_tokens: n, sampling: SamplingParams { temperature: 0.0, repeat_penalty: 1.0, ..Default::default() } };
+    let opts = GenerateOptions { chat, max_tokens: n, ignore_eos: false, sampling: SamplingParams { temperature: 0.0, repeat_penalty: 1.0, ..Default::default() } };
     let mut g = Generation::begin(&mut m.model, &m.tokenizer, prompt, &opts).unwrap();
     let mut text = String::new();
     loop {

@@ -13,12 +13,20 @@ use attnscope::loader::{LoadOptions, load_folder};
 use attnscope::sampler::SamplingParams;
 use attnscope::tokenizer::TextTokenizer;
 
-const USAGE: &str = "usage: attnscope <tokenize|generate|logits|attention> [--model <folder>] [--quant q8_0|q4_0] …
+const USAGE: &str = "usage: attnscope <tokenize|generate|logits|attention|verify> [--model <folder>] [--quant q8_0|q4_0]
+                 [--context N] [--memory-limit MB] …
   tokenize  --text S [--chat]
   generate  --prompt S [--chat] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
-            [--repeat-penalty R] [--repeat-last-n N] [--seed S] [--context N] [--capture] [--json]
+            [--repeat-penalty R] [--repeat-last-n N] [--seed S] [--capture] [--json]
+            [--ignore-eos] [--progress N]
   logits    --prompt S [--chat] [--top K]
-  attention --prompt S [--chat] [--layer L] [--head H]";
+  attention --prompt S [--chat] [--layer L] [--head H]
+  verify    every file of the model folder against manifest.json (size and SHA-256)
+--context N        positions the KV cache holds (default 2048, at most the model's limit)
+--memory-limit MB  refuse to load when weights + KV cache + capture + scratch need more
+                   (default: ATTNSCOPE_MEMORY_LIMIT_MB, else the machine's physical memory)
+--ignore-eos       keep generating past end-of-text tokens, up to --max-tokens
+--progress N       every N generated tokens, one JSON line on stderr: position, tokens/s, RSS";
 
 const DEFAULT_MODEL: &str = "models/smollm2-135m-instruct";
 
@@ -37,6 +45,9 @@ struct Args {
     head: Option<usize>,
     sampling: SamplingParams,
     seed_given: bool,
+    memory_limit: u64,
+    ignore_eos: bool,
+    progress: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,6 +68,9 @@ fn parse_args() -> Result<Args, String> {
         head: None,
         sampling: SamplingParams::default(),
         seed_given: false,
+        memory_limit: attnscope::loader::default_memory_limit(),
+        ignore_eos: false,
+        progress: 0,
     };
     fn num<T: std::str::FromStr>(p: &mut lexopt::Parser, flag: &str) -> Result<T, String> {
         let v = p.value().map_err(|e| e.to_string())?;
@@ -75,6 +89,9 @@ fn parse_args() -> Result<Args, String> {
             Long("chat") => a.chat = true,
             Long("json") => a.json = true,
             Long("capture") => a.capture = true,
+            Long("ignore-eos") => a.ignore_eos = true,
+            Long("progress") => a.progress = num(&mut p, "--progress")?,
+            Long("memory-limit") => a.memory_limit = num::<u64>(&mut p, "--memory-limit")?.saturating_mul(1 << 20),
             Long("max-tokens") => a.max_tokens = num(&mut p, "--max-tokens")?,
             Long("context") => a.context = num(&mut p, "--context")?,
             Long("top") => a.top = num(&mut p, "--top")?,
@@ -136,7 +153,7 @@ fn run(a: Args) -> Result<(), String> {
         "generate" => generate(&a, &mut out),
         "logits" => {
             let prompt = text_arg(&a, "--prompt")?;
-            let opts = LoadOptions { max_context: a.context, capture_window: None, memory_limit: None };
+            let opts = LoadOptions { max_context: a.context, capture_window: None, memory_limit: Some(a.memory_limit) };
             let mut m = load_folder(&a.model, a.quant, &opts).map_err(|e| e.to_string())?;
             let ids = m.tokenizer.encode(&prompt, a.chat).map_err(|e| e.to_string())?;
             if ids.is_empty() {
@@ -151,7 +168,7 @@ fn run(a: Args) -> Result<(), String> {
         }
         "attention" => {
             let prompt = text_arg(&a, "--prompt")?;
-            let opts = LoadOptions { max_context: a.context, capture_window: Some(a.context), memory_limit: None };
+            let opts = LoadOptions { max_context: a.context, capture_window: Some(a.context), memory_limit: Some(a.memory_limit) };
             let mut m = load_folder(&a.model, a.quant, &opts).map_err(|e| e.to_string())?;
             let ids = m.tokenizer.encode(&prompt, a.chat).map_err(|e| e.to_string())?;
             if ids.is_empty() {
@@ -182,7 +199,12 @@ fn run(a: Args) -> Result<(), String> {
             let line = serde_json::json!({ "tokens": m.tokenizer.labels(&ids), "ids": ids, "layers": layers, "heads": heads, "weights": weights });
             writeln!(out, "{line}").map_err(|e| e.to_string())
         }
-        other => Err(format!("unknown command `{other}`: use tokenize, generate, logits or attention")),
+        "verify" => {
+            let files = attnscope::manifest::verify_folder(&a.model).map_err(|e| e.to_string())?;
+            let line = serde_json::json!({ "verified": files });
+            writeln!(out, "{line}").map_err(|e| e.to_string())
+        }
+        other => Err(format!("unknown command `{other}`: use tokenize, generate, logits, attention or verify")),
     }
 }
 
@@ -201,10 +223,11 @@ fn generate(a: &Args, out: &mut impl Write) -> Result<(), String> {
     if !a.seed_given {
         sampling.seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64 % 1_000_000_007);
     }
-    let opts = GenerateOptions { chat: a.chat, max_tokens: a.max_tokens, sampling };
+    let opts = GenerateOptions { chat: a.chat, max_tokens: a.max_tokens, ignore_eos: a.ignore_eos, sampling };
     let load_start = Instant::now();
     let capture = a.capture.then_some(attnscope::model::DEFAULT_CAPTURE_WINDOW);
-    let mut m = load_folder(&a.model, a.quant, &LoadOptions { max_context: a.context, capture_window: capture, memory_limit: None }).map_err(|e| e.to_string())?;
+    let load_opts = LoadOptions { max_context: a.context, capture_window: capture, memory_limit: Some(a.memory_limit) };
+    let mut m = load_folder(&a.model, a.quant, &load_opts).map_err(|e| e.to_string())?;
     let load_s = load_start.elapsed().as_secs_f64();
 
     let prefill_start = Instant::now();
@@ -212,6 +235,7 @@ fn generate(a: &Args, out: &mut impl Write) -> Result<(), String> {
     let prefill_s = prefill_start.elapsed().as_secs_f64();
     let decode_start = Instant::now();
     let mut first_token_s = None;
+    let mut window_start = (Instant::now(), 0usize);
     let reason;
     loop {
         let step = g.next(&mut m.model, &m.tokenizer).map_err(|e| e.to_string())?;
@@ -223,6 +247,18 @@ fn generate(a: &Args, out: &mut impl Write) -> Result<(), String> {
                 write!(out, "{}", step.text).map_err(|e| e.to_string())?;
                 out.flush().map_err(|e| e.to_string())?;
             }
+        }
+        let generated = g.generated_ids().len();
+        if a.progress > 0 && step.id.is_some() && generated % a.progress == 0 {
+            let window_s = window_start.0.elapsed().as_secs_f64();
+            let line = serde_json::json!({
+                "generated": generated,
+                "position": m.model.position(),
+                "tok_s": round2((generated - window_start.1) as f64 / window_s),
+                "rss_mb": rss_mb(),
+            });
+            writeln!(std::io::stderr(), "{line}").map_err(|e| e.to_string())?;
+            window_start = (Instant::now(), generated);
         }
         if step.done {
             reason = step.reason;
@@ -249,6 +285,13 @@ fn generate(a: &Args, out: &mut impl Write) -> Result<(), String> {
     } else {
         writeln!(out).and_then(|_| writeln!(std::io::stderr(), "{stats}")).map_err(|e| e.to_string())
     }
+}
+
+/// Resident memory from /proc/self/status (Linux), in MB; None elsewhere.
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(round2(kb / 1024.0))
 }
 
 fn round2(x: f64) -> f64 {
