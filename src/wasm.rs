@@ -123,8 +123,9 @@ impl Engine {
         serde_json::json!({ "position": p.position, "sampled": p.sampled, "sampled_label": self.tokenizer.label(p.sampled), "top": top }).to_string()
     }
 
-    /// JSON: for each layer, the top-k tokens the final norm and output head would predict from
-    /// the residual stream after that layer, at the last fed position.
+    /// JSON {position, label, layers}: for each layer, the top-k tokens the final norm and output
+    /// head would predict from the residual stream after that layer, at the last fed position
+    /// (`position`, whose token is `label`).
     pub fn logit_lens(&self, k: usize) -> Result<String, JsError> {
         let k = k.clamp(1, 50);
         let mut layers = Vec::new();
@@ -139,7 +140,10 @@ impl Engine {
                 layers.push(serde_json::json!({ "layer": layer, "top": top }));
             })
             .ok_or_else(|| js_err("the logit lens needs a sequence: generate first"))?;
-        Ok(serde_json::Value::Array(layers).to_string())
+        let position = self.model.position() - 1;
+        let ids = self.generation.as_ref().map_or(&[][..], |g| g.sequence());
+        let label = ids.get(position).map(|&id| self.tokenizer.label(id));
+        Ok(serde_json::json!({ "position": position, "label": label, "layers": layers }).to_string())
     }
 
     /// JSON: one query's scaled dot-product attention, step by step (see `Transformer::explain`).
@@ -153,6 +157,35 @@ impl Engine {
         v["label"] = self.tokenizer.label(ids.get(query).copied().unwrap_or(0)).into();
         v["keys"] = self.tokenizer.labels(&ids[..(query + 1).min(ids.len())]).into();
         Ok(v.to_string())
+    }
+
+    /// JSON {ids, labels, special} of the current sequence (prompt and generated), for the
+    /// tokenization view: `special` marks added special tokens such as `<|im_start|>`.
+    pub fn sequence(&self) -> String {
+        let ids = self.generation.as_ref().map_or(&[][..], |g| g.sequence());
+        let tok = self.tokenizer.inner();
+        let special: Vec<bool> = ids
+            .iter()
+            .map(|&id| tok.id_to_token(id).is_some_and(|piece| tok.get_added_vocabulary().is_special_token(&piece)))
+            .collect();
+        serde_json::json!({ "ids": ids, "labels": self.tokenizer.labels(ids), "special": special }).to_string()
+    }
+
+    /// Summary statistics of every head, so "kinds of heads" can be found without sending
+    /// 270 matrices to the page: `HEAD_STATS` floats per (layer, head), layer-major, see
+    /// `head_stats_of`. Computed over the captured rows of the current sequence.
+    pub fn head_stats(&self) -> Result<js_sys::Float32Array, JsError> {
+        let c = &self.model.config;
+        let cap = self.model.capture().ok_or_else(|| js_err("attention capture is off"))?;
+        let ids = self.generation.as_ref().map_or(&[][..], |g| g.sequence());
+        let mut out = Vec::with_capacity(c.n_layers * c.n_heads * HEAD_STATS);
+        for l in 0..c.n_layers {
+            for h in 0..c.n_heads {
+                let (t, m) = cap.pattern(l, h); // (t, t)
+                out.extend_from_slice(&head_stats_of(&m, t, ids));
+            }
+        }
+        Ok(js_sys::Float32Array::from(out.as_slice()))
     }
 
     /// Every layer's and head's pattern as a size × size thumbnail (max-pooled), layer-major.
@@ -170,6 +203,32 @@ impl Engine {
         }
         Ok(js_sys::Float32Array::from(out.as_slice()))
     }
+}
+
+/// Floats per head in `Engine::head_stats`.
+pub const HEAD_STATS: usize = 5;
+
+/// One head's pattern (t × t, row-major, rows sum to 1) summarised as the mean over the query
+/// rows 1..t (row 0 can only attend to itself, so it says nothing about the head) of:
+/// [entropy in nats, weight on the first token, on the previous token, on itself, on every key
+/// whose token id equals the query's (itself included)]. `ids` are the sequence's token ids.
+/// All zeros when t < 2.
+pub fn head_stats_of(m: &[f32], t: usize, ids: &[u32]) -> [f32; HEAD_STATS] {
+    let mut acc = [0f64; HEAD_STATS];
+    if t < 2 {
+        return [0.0; HEAD_STATS];
+    }
+    for i in 1..t {
+        let row = &m[i * t..i * t + i + 1]; // keys 0..=i; the rest is masked
+        let entropy: f64 = row.iter().filter(|&&p| p > 0.0).map(|&p| -(p as f64) * (p as f64).ln()).sum();
+        let same: f64 = row.iter().enumerate().filter(|&(j, _)| ids.get(j).is_some() && ids.get(j) == ids.get(i)).map(|(_, &p)| p as f64).sum();
+        acc[0] += entropy;
+        acc[1] += row[0] as f64;
+        acc[2] += row[i - 1] as f64;
+        acc[3] += row[i] as f64;
+        acc[4] += same;
+    }
+    acc.map(|v| (v / (t - 1) as f64) as f32)
 }
 
 fn softmax(logits: &[f32]) -> Vec<f32> {

@@ -27,21 +27,40 @@ export function colour(t) {
   return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
 }
 
+/** The three ways to treat the first ("sink") column, as the legend states them. */
+export const SINK_MODES = Object.freeze({
+  show: 'first token shown; colours scaled to the largest weight',
+  hide: 'first token hidden; each row rescaled to sum to 1 over tokens 1…i',
+  clip: 'colours scaled to the largest weight outside the first column; brighter first-token cells are clipped to yellow',
+});
+
+/** Black or white, whichever contrasts more with colour(t) (WCAG relative luminance): at
+ * least 4.6:1 everywhere on viridis. */
+export function inkOn(t) {
+  const c = VIRIDIS[Math.max(0, Math.min(255, Math.round(t * 255)))];
+  const lin = c.map((v) => (v / 255 <= 0.04045 ? v / 255 / 12.92 : ((v / 255 + 0.055) / 1.055) ** 2.4));
+  const l = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2];
+  return 1.05 / (l + 0.05) >= (l + 0.05) / 0.05 ? '#fff' : '#000';
+}
+
 /**
- * What is drawn for a pattern: the probabilities, optionally with the first (“sink”) column
- * hidden and each row rescaled over the remaining keys, and a value range for the colour scale.
+ * What is drawn for a pattern: the probabilities, and a value range for the colour scale.
+ * `sink`: 'show' draws them as they are; 'hide' blanks the first column and rescales each row
+ * over the remaining keys; 'clip' keeps the numbers but takes the colour range from the other
+ * columns, so a dominant first column no longer darkens everything else.
  */
-export function displayMatrix(weights, size, { hideSink = false } = {}) {
+export function displayMatrix(weights, size, { sink = 'show', hideSink = false } = {}) {
+  if (hideSink) sink = 'hide';
   const out = new Float32Array(size * size);
   let max = 0;
   for (let i = 0; i < size; i++) {
     let rowSum = 0;
-    for (let j = hideSink ? 1 : 0; j <= i; j++) rowSum += weights[i * size + j];
-    const scale = hideSink ? (rowSum > 0 ? 1 / rowSum : 0) : 1;
+    for (let j = sink === 'hide' ? 1 : 0; j <= i; j++) rowSum += weights[i * size + j];
+    const scale = sink === 'hide' ? (rowSum > 0 ? 1 / rowSum : 0) : 1;
     for (let j = 0; j <= i; j++) {
-      const v = hideSink && j === 0 ? 0 : weights[i * size + j] * scale;
+      const v = sink === 'hide' && j === 0 ? 0 : weights[i * size + j] * scale;
       out[i * size + j] = v;
-      if (v > max) max = v;
+      if (v > max && !(sink === 'clip' && j === 0 && i > 0)) max = v;
     }
   }
   return { values: out, max: max || 1 };
@@ -57,7 +76,7 @@ export function toPixels(values, size, max, masked = [0, 0, 0, 0]) {
         px.set(masked, o);
         continue;
       }
-      const c = VIRIDIS[Math.min(255, Math.round((values[i * size + j] / max) * 255))];
+      const c = VIRIDIS[Math.max(0, Math.min(255, Math.round((values[i * size + j] / max) * 255)))];
       px[o] = c[0];
       px[o + 1] = c[1];
       px[o + 2] = c[2];

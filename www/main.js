@@ -1,19 +1,21 @@
 // The page: UI wiring and the `window.attnscope` scripting API. The model lives in worker.js;
 // this file only sends requests (protocol.js) and hands what comes back to the views.
 
-import { MSG, PROTOCOL_VERSION, message } from './protocol.js';
-import { VIRIDIS } from './heatmap.js';
+import { MSG } from './protocol.js';
+import { MODEL_BASE, WorkerClient, engineOptions, randomSeed } from './client.js';
+import { displayMatrix, SINK_MODES } from './heatmap.js';
+import { FIELD_NAMES, readSettings, viewLink, elementSnippet, iframeSnippet, copyText } from './share.js';
+import { patternCSV, patternJSON, patternPNG, patternSVG, exportName, download } from './export.js';
 import './views/attention-heatmap.js';
 import './views/head-grid.js';
 import './views/token-text.js';
+import './views/teach-tabs.js';
 
 const $ = (id) => document.getElementById(id);
-const MODEL_BASE = new URL('models/smollm2-135m-instruct/', document.baseURI).href;
 const OVERVIEW_SIZE = 24; // thumbnail cells per side in the all-heads grid
 const OVERVIEW_EVERY_MS = 1500; // the grid is refreshed at most this often during a generation
 
 const state = {
-  worker: null,
   info: null, // Engine.info() of the loaded model, null while loading or after a crash
   quant: null,
   loading: null, // promise of the current load
@@ -21,9 +23,11 @@ const state = {
   run: null, // the generation in progress
   lastRun: null, // the finished one whose attention is on screen
   selection: { layer: 0, head: 0 },
+  query: null, // the heatmap row chosen for the step view (null: the last one)
+  sink: 'show',
+  pattern: null, // the attention on screen, for exports
+  autorun: false, // a link with autorun=1 generates once the model is ready
   textMode: 'head', // 'head' or 'mean'
-  pending: new Map(), // request id → {resolve, reject}
-  nextId: 1,
   refreshing: false,
   refreshAgain: null, // options of a refresh asked for while one was in flight
   lastOverviewAt: 0,
@@ -31,39 +35,14 @@ const state = {
 
 // ---------------------------------------------------------------- the worker
 
+const client = new WorkerClient((msg) => onWorkerMessage(msg));
+
 function startWorker() {
-  stopWorker();
-  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-  worker.onmessage = (e) => onWorkerMessage(e.data);
-  worker.onerror = (e) => {
-    e.preventDefault?.();
-    const why = e.message || 'its script did not load';
-    failLoad(new Error(`the app's worker could not start: ${why}`));
-    showBanner(`The app's worker could not start: ${why}.`, 'Reload with cache bypass (Ctrl+Shift+R); if it persists, the server\'s www/ folder is incomplete: run ./build.sh serve.', { action: ['Reload', () => location.reload()] });
-  };
-  worker.onmessageerror = () => showBanner('A message from the worker could not be read.', 'Reload the page.');
-  state.worker = worker;
+  client.start();
 }
 
-function stopWorker() {
-  if (!state.worker) return;
-  state.worker.terminate();
-  state.worker = null;
-  for (const p of state.pending.values()) p.reject(new Error('the worker was restarted'));
-  state.pending.clear();
-}
-
-function send(type, body = {}) {
-  state.worker.postMessage(message(type, body));
-}
-
-function request(type, body = {}) {
-  const id = state.nextId++;
-  return new Promise((resolve, reject) => {
-    state.pending.set(id, { resolve, reject });
-    send(type, { id, ...body });
-  });
-}
+const send = (type, body = {}) => client.send(type, body);
+const request = (type, body = {}) => client.request(type, body);
 
 function loadModel(quant) {
   if (state.quant === quant && state.loading) return state.loading;
@@ -79,7 +58,7 @@ function loadModel(quant) {
   $('progress-file').textContent = 'preparing…';
   $('progress-bytes').textContent = '';
   $('model-status').textContent = `loading the ${quant} weights…`;
-  if (!state.worker) startWorker();
+  if (!client.running) startWorker();
   state.loading = new Promise((resolve, reject) => {
     state.loadCallbacks = { resolve, reject };
   });
@@ -108,25 +87,19 @@ function restartModel() {
 }
 
 function onWorkerMessage(msg) {
-  if (msg?.v !== PROTOCOL_VERSION) {
-    failLoad(new Error('the page and its worker are from different versions of attnscope'));
-    showBanner('The page and its worker are from different versions of attnscope.', 'Reload with cache bypass (Ctrl+Shift+R).');
-    return;
-  }
   switch (msg.type) {
+    case 'worker-failed':
+      failLoad(new Error(`the app's worker could not start: ${msg.message}`));
+      return showBanner(`The app's worker could not start: ${msg.message}.`, 'Reload with cache bypass (Ctrl+Shift+R); if it persists, the server\'s www/ folder is incomplete: run ./build.sh serve.', { action: ['Reload', () => location.reload()] });
+    case 'version-mismatch':
+      failLoad(new Error('the page and its worker are from different versions of attnscope'));
+      return showBanner('The page and its worker are from different versions of attnscope.', 'Reload with cache bypass (Ctrl+Shift+R).');
     case MSG.PROGRESS: return onProgress(msg);
     case MSG.STATUS: return onStatus(msg);
     case MSG.READY: return onReady(msg);
     case MSG.PROMPT: return onPrompt(msg);
     case MSG.TOKEN: return onToken(msg);
     case MSG.DONE: return onDone(msg);
-    case MSG.ATTENTION:
-    case MSG.OVERVIEW:
-    case MSG.TOKENIZE: {
-      const p = state.pending.get(msg.id);
-      state.pending.delete(msg.id);
-      return p?.resolve(msg);
-    }
     case MSG.ERROR: return onError(msg);
   }
 }
@@ -165,6 +138,10 @@ function onReady({ info, fromCache, loadMs, buildId }) {
   fillSelectors(info);
   setBusy();
   refreshAttention({ overview: true });
+  if (state.autorun) {
+    state.autorun = false;
+    generate($('prompt').value, formOptions()).catch(() => {});
+  }
 }
 
 function onPrompt({ id, ids, tokens, prefillMs }) {
@@ -177,11 +154,12 @@ function onPrompt({ id, ids, tokens, prefillMs }) {
   refreshAttention();
 }
 
-function onToken({ id, token, stats }) {
+function onToken({ id, token, stats, predictions }) {
   const run = state.run;
   if (!run || run.id !== id) return;
   run.ids.push(token.id);
   run.labels.push(token.label);
+  run.predictions.push(predictions);
   run.text += token.text;
   $('output-text').textContent = run.text;
   $('output').scrollTop = $('output').scrollHeight;
@@ -205,11 +183,6 @@ function onDone({ id, reason, stats, ids, text, tokensAfterStop }) {
 
 function onError({ id, request: what, message: text, fix, fatal, crashed }) {
   const error = Object.assign(new Error(text), { fix });
-  const p = id !== undefined ? state.pending.get(id) : null;
-  if (p) {
-    state.pending.delete(id);
-    p.reject(error);
-  }
   if (state.run && (id === state.run.id || crashed)) {
     state.run.reject(error);
     state.run = null;
@@ -243,19 +216,16 @@ const capitalise = (s) => (/^[a-z]+[\s:,]/.test(s ?? '') ? s[0].toUpperCase() + 
 /** The sampling options from the form, in the Engine's JSON names; blank seed = a random one. */
 function formOptions() {
   const num = (id) => ($(id).value.trim() === '' ? null : Number($(id).value));
-  return {
+  return engineOptions({
     chat: $('chat').checked,
-    max_tokens: num('max-tokens') ?? 64,
+    maxTokens: num('max-tokens') ?? 64,
     temperature: num('temperature') ?? 0,
-    top_k: num('top-k'),
-    top_p: num('top-p'),
-    repeat_penalty: num('repeat-penalty') ?? 1.1,
-    repeat_last_n: 64,
+    topK: num('top-k'),
+    topP: num('top-p'),
+    repeatPenalty: num('repeat-penalty') ?? 1.1,
     seed: num('seed') ?? randomSeed(),
-  };
+  });
 }
-
-const randomSeed = () => crypto.getRandomValues(new Uint32Array(1))[0];
 
 async function generate(prompt, opts, quant) {
   if (state.run) throw new Error('a generation is already running: stop it first');
@@ -263,9 +233,10 @@ async function generate(prompt, opts, quant) {
   if (quant && quant !== state.quant) await loadModel(quant);
   if (!state.info) throw new Error('the model is not loaded');
   if (state.run) throw new Error('a generation is already running: stop it first');
-  const id = state.nextId++;
+  const id = client.newId();
   return new Promise((resolve, reject) => {
-    state.run = { id, prompt, options: opts, ids: [], labels: [], text: '', promptIds: [], promptTokens: [], resolve, reject };
+    state.run = { id, prompt, options: opts, ids: [], labels: [], predictions: [], text: '', promptIds: [], promptTokens: [], resolve, reject };
+    state.query = null;
     $('output-prompt').textContent = opts.chat ? '' : prompt;
     $('output-text').textContent = '';
     $('output').classList.toggle('chat', opts.chat);
@@ -311,7 +282,7 @@ async function fetchAttention(layer, head, mean = false) {
 
 /** Redraws the chosen head, the text view and now and then the grid; one refresh in flight. */
 async function refreshAttention({ overview = false } = {}) {
-  if (!state.info || !state.worker) return;
+  if (!state.info || !client.running) return;
   if (state.refreshing) {
     state.refreshAgain = { overview: overview || !!state.refreshAgain?.overview };
     return;
@@ -320,7 +291,9 @@ async function refreshAttention({ overview = false } = {}) {
   try {
     const { layer, head } = state.selection;
     const data = await fetchAttention(layer, head);
+    state.pattern = data;
     $('heatmap').show(data);
+    $('legend').show({ sink: state.sink, max: data.size ? displayMatrix(data.weights, data.size, { sink: state.sink }).max : null });
     describeCapture(data);
     const text = state.textMode === 'mean' ? await fetchAttention(layer, head, true) : data;
     const run = shownRun();
@@ -334,6 +307,10 @@ async function refreshAttention({ overview = false } = {}) {
       const grid = await request(MSG.OVERVIEW, { size: OVERVIEW_SIZE });
       $('head-grid').show(grid, state.selection, state.info.n_kv_heads);
     }
+    await $('teach').refresh({
+      request, layer, head, query: state.query, size: data.size,
+      promptLength: run?.promptTokens.length ?? 0, predictions: run?.predictions ?? [], options: run?.options, live: !!state.run,
+    });
   } catch {
     // A refresh racing a restart or a new prompt is harmless: the next token redraws.
   } finally {
@@ -397,16 +374,6 @@ function select(layer, head) {
   refreshAttention({ overview: true });
 }
 
-function drawLegend() {
-  const canvas = $('legend');
-  const ctx = canvas.getContext('2d');
-  for (let x = 0; x < canvas.width; x++) {
-    const [r, g, b] = VIRIDIS[Math.round((x / (canvas.width - 1)) * 255)];
-    ctx.fillStyle = `rgb(${r},${g},${b})`;
-    ctx.fillRect(x, 0, 1, canvas.height);
-  }
-}
-
 // ---------------------------------------------------------------- page chrome
 
 function setBusy() {
@@ -447,10 +414,10 @@ function applyTheme(theme) {
   // Canvas labels take their colours from the theme's custom properties: draw again.
   $('heatmap').draw?.();
   $('head-grid').draw?.();
+  $('teach').view('stats')?.draw?.();
 }
 
 function wire() {
-  drawLegend();
   let theme = 'auto';
   try {
     theme = localStorage.getItem('attnscope-theme') ?? 'auto';
@@ -485,14 +452,13 @@ function wire() {
   $('layer').addEventListener('change', () => select(Number($('layer').value), state.selection.head));
   $('head').addEventListener('change', () => select(state.selection.layer, Number($('head').value)));
   $('zoom').addEventListener('input', () => $('heatmap').setZoom(Number($('zoom').value)));
-  $('hide-sink').addEventListener('change', () => {
-    const hide = $('hide-sink').checked;
-    $('heatmap').setHideSink(hide);
-    $('legend-max').textContent = hide ? 'row max (rescaled)' : 'max';
-    $('legend-note').textContent = hide
-      ? 'First column hidden; each row rescaled to sum to 1 over tokens 1…i, so the rest of the pattern is visible. The tooltip gives both weights.'
-      : 'Row i: how token i (the query) spreads its attention over tokens 0…i (the keys). Each row sums to 1; the future is masked.';
-  });
+  $('sink').addEventListener('change', () => setSink($('sink').value));
+  $('heatmap').addEventListener('cellselect', (e) => { state.query = e.detail.i; });
+  $('teach').addEventListener('viewchange', () => refreshAttention());
+  $('teach').addEventListener('headselect', (e) => select(e.detail.layer, e.detail.head));
+  $('copy-embed').addEventListener('click', () => share('embed'));
+  $('copy-link').addEventListener('click', () => share('link'));
+  for (const f of ['png', 'svg', 'csv', 'json']) $(`export-${f}`).addEventListener('click', () => exportPattern(f).catch((e) => showBanner(`The export failed: ${e.message}`, '')));
   for (const radio of document.querySelectorAll('input[name=text-mode]')) {
     radio.addEventListener('change', () => {
       state.textMode = document.querySelector('input[name=text-mode]:checked').value;
@@ -502,6 +468,95 @@ function wire() {
   $('head-grid').addEventListener('headselect', (e) => select(e.detail.layer, e.detail.head));
   $('heatmap').show(null);
   clearStats();
+}
+
+function setSink(mode) {
+  state.sink = SINK_MODES[mode] ? mode : 'show';
+  $('sink').value = state.sink;
+  $('heatmap').setSink(state.sink);
+  $('legend').show({ sink: state.sink, max: $('heatmap').display?.max ?? null });
+}
+
+// ---------------------------------------------------------------- sharing and export
+
+/** The settings that reproduce the view on screen (share.js names): the last run's prompt and
+ * options (with the seed it actually used), the layer, head, teaching view, sink and query row. */
+function currentSettings() {
+  const run = shownRun();
+  const o = run?.options ?? formOptions();
+  return {
+    prompt: run?.prompt ?? $('prompt').value,
+    chat: o.chat,
+    'max-tokens': o.max_tokens,
+    seed: o.seed,
+    temperature: o.temperature,
+    'top-k': o.top_k,
+    'top-p': o.top_p,
+    'repeat-penalty': o.repeat_penalty,
+    quant: state.quant ?? $('quant').value,
+    layer: state.selection.layer,
+    head: state.selection.head,
+    view: $('teach').active ?? 'steps',
+    sink: state.sink,
+    query: state.query,
+  };
+}
+
+async function share(what) {
+  const settings = currentSettings();
+  $('share-code').value = elementSnippet(settings);
+  $('share-iframe').value = iframeSnippet(settings);
+  $('share-box').hidden = what !== 'embed';
+  const text = what === 'embed' ? $('share-code').value : viewLink({ ...settings, autorun: true }, 'index.html');
+  const ok = await copyText(text, what === 'embed' ? $('share-code') : null);
+  $('share-note').textContent = ok
+    ? `${what === 'embed' ? 'Embed code' : 'Link'} copied to the clipboard.`
+    : `Copy it by hand: ${what === 'embed' ? 'the code is selected below' : text}`;
+  return text;
+}
+
+async function exportPattern(format) {
+  const p = state.pattern;
+  if (!p?.size) {
+    $('share-note').textContent = 'Generate first: there is no attention to export yet.';
+    return;
+  }
+  const style = getComputedStyle(document.documentElement);
+  const look = { sink: state.sink, fg: style.getPropertyValue('--fg').trim(), bg: style.getPropertyValue('--panel').trim() };
+  const run = shownRun();
+  const name = exportName(p, run?.prompt);
+  const ids = run ? [...run.promptIds, ...run.ids].slice(0, p.size) : undefined;
+  if (format === 'png') download(await patternPNG(p, look), `${name}.png`);
+  else if (format === 'svg') download(patternSVG(p, look), `${name}.svg`, 'image/svg+xml');
+  else if (format === 'csv') download(patternCSV(p), `${name}.csv`, 'text/csv');
+  else download(patternJSON(p, { prompt: run?.prompt, settings: run?.options, quant: state.info?.quant, ids, sink_display: SINK_MODES[state.sink] }), `${name}.json`, 'application/json');
+  $('share-note').textContent = `Saved ${name}.${format}.`;
+}
+
+/** index.html?prompt=…&seed=…: the form, the selection and the views from a shared link. */
+function applyLink() {
+  const params = new URLSearchParams(location.search);
+  if (![...params.keys()].some((k) => FIELD_NAMES.includes(k))) return;
+  const s = readSettings((name) => params.get(name));
+  $('prompt').value = s.prompt;
+  $('chat').checked = s.chat;
+  $('max-tokens').value = String(s['max-tokens']);
+  $('temperature').value = String(s.temperature);
+  $('top-k').value = s['top-k'] == null ? '' : String(s['top-k']);
+  $('top-p').value = s['top-p'] == null ? '' : String(s['top-p']);
+  $('repeat-penalty').value = String(s['repeat-penalty']);
+  $('seed').value = String(s.seed);
+  $('quant').value = s.quant;
+  for (const [id, n] of [['layer', s.layer], ['head', s.head]]) {
+    if (![...$(id).options].length) $(id).append(new Option(`${id} ${n}`, String(n)));
+    $(id).value = String(n);
+  }
+  state.selection = { layer: s.layer, head: s.head };
+  $('heading-selection').textContent = `layer ${s.layer}, head ${s.head}`;
+  state.query = s.query;
+  setSink(s.sink);
+  if (['steps', 'predictions', 'lens', 'tokens', 'stats'].includes(s.view)) $('teach').select(s.view, { quiet: true });
+  state.autorun = s.autorun;
 }
 
 // ---------------------------------------------------------------- scripting API
@@ -539,7 +594,33 @@ window.attnscope = {
   stop,
   /** Shows one layer and head in the attention panel. */
   select,
+  /** One query's scaled dot-product attention step by step (Engine.explain). */
+  async explain({ layer = 0, head = 0, query }) {
+    return (await request(MSG.EXPLAIN, { layer, head, query })).explanation;
+  },
+  /** The candidates of every generated step of the last run (Engine.predictions per token). */
+  predictions() {
+    return shownRun()?.predictions ?? [];
+  },
+  /** {position, label, layers: [{layer, top: [{id, label, prob}]}]} (Engine.logit_lens). */
+  async logitLens({ k = 5 } = {}) {
+    const { position, label, layers } = await request(MSG.LOGIT_LENS, { k });
+    return { position, label, layers };
+  },
+  /** {ids, labels, special} of the current sequence. */
+  async sequence() {
+    const { ids, labels, special } = await request(MSG.SEQUENCE);
+    return { ids, labels, special };
+  },
+  /** {names, layers, heads, size, stats: [layer][head][stat]} (Engine.head_stats). */
+  async headStats() {
+    const d = await request(MSG.HEAD_STATS);
+    const n = d.names.length;
+    const stats = Array.from({ length: d.layers }, (_, l) => Array.from({ length: d.heads }, (_, h) => Array.from(d.stats.subarray((l * d.heads + h) * n, (l * d.heads + h + 1) * n))));
+    return { names: d.names, layers: d.layers, heads: d.heads, size: d.size, stats };
+  },
 };
 
 wire();
+applyLink();
 window.attnscope.ready = loadModel($('quant').value);

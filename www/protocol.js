@@ -3,7 +3,7 @@
 // says so instead of misreading it (a stale cached page beside a new worker). Fields and replies
 // are documented in docs/PROTOCOL.md; bump the version when a field changes meaning.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export const MSG = Object.freeze({
   // page → worker
@@ -13,12 +13,16 @@ export const MSG = Object.freeze({
   ATTENTION: 'attention', // {id, layer, head, mean}  (also the reply, with the data)
   OVERVIEW: 'overview', // {id, size}                (also the reply)
   TOKENIZE: 'tokenize', // {id, text, chat}          (also the reply)
+  SEQUENCE: 'sequence', // {id}                      (reply: {ids, labels, special})
+  EXPLAIN: 'explain', // {id, layer, head, query}    (reply: {explanation})
+  LOGIT_LENS: 'logit-lens', // {id, k}               (reply: {layers, position})
+  HEAD_STATS: 'head-stats', // {id}                  (reply: {stats, names, layers, heads, size})
   // worker → page
   PROGRESS: 'progress', // {file, loaded, total, phase, overallLoaded, overallTotal}
   STATUS: 'status', // {text, notice}
   READY: 'ready', // {info, fromCache, loadMs, buildId}
   PROMPT: 'prompt', // {id, ids, tokens, prefillMs}
-  TOKEN: 'token', // {id, token: {id, text, label}, index, seqLen, stats}
+  TOKEN: 'token', // {id, token: {id, text, label}, index, seqLen, stats, predictions}
   DONE: 'done', // {id, reason, stats, ids, text, seqLen, tokensAfterStop}
   ERROR: 'error', // {id?, request?, message, fix, file?, fatal, crashed?}
 });

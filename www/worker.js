@@ -20,6 +20,7 @@ let generatedSoFar = 0; // tokens of the running generation, so a stop can say w
 let generatedAtStop = null;
 let lastConsoleError = null;
 
+const PREDICTIONS_K = 10; // candidates kept per generated step for the predictions view
 const post = (type, body = {}, transfer = []) => postMessage(message(type, body), transfer);
 
 // The panic hook prints a Rust panic through console.error just before the trap; keep its text so
@@ -166,7 +167,10 @@ async function generate({ id, prompt, options }) {
         ids.push(step.id);
         generatedSoFar = ids.length;
         text += step.text;
-        post(MSG.TOKEN, { id, token: { id: step.id, text: step.text, label: step.label }, index: ids.length - 1, seqLen: model.seq_len(), stats: stats() });
+        // The candidates of this step (raw and under the sampling settings, and which was
+        // sampled) exist only until the next step: they travel with the token.
+        const predictions = JSON.parse(model.predictions(PREDICTIONS_K));
+        post(MSG.TOKEN, { id, token: { id: step.id, text: step.text, label: step.label }, index: ids.length - 1, seqLen: model.seq_len(), stats: stats(), predictions });
       }
       if (step.done) {
         reason = step.reason;
@@ -207,6 +211,28 @@ function overview({ id, size }) {
   post(MSG.OVERVIEW, { id, size, layers: info.n_layers, heads: info.n_heads, seqLen: model.seq_len(), weights }, [weights.buffer]);
 }
 
+function sequence({ id }) {
+  post(MSG.SEQUENCE, { id, ...JSON.parse(requireEngine().sequence()) });
+}
+
+function explain({ id, layer, head, query }) {
+  post(MSG.EXPLAIN, { id, layer, head, query, explanation: JSON.parse(requireEngine().explain(layer, head, query)) });
+}
+
+function logitLens({ id, k = 5 }) {
+  post(MSG.LOGIT_LENS, { id, k, ...JSON.parse(requireEngine().logit_lens(k)) });
+}
+
+// The names of Engine.head_stats' floats per head, in order (src/wasm.rs, head_stats_of).
+const HEAD_STAT_NAMES = ['entropy', 'first', 'previous', 'self', 'same'];
+
+function headStats({ id }) {
+  const model = requireEngine();
+  const stats = model.head_stats();
+  const size = Math.min(Math.max(0, model.seq_len() - 1), info.capture_tokens);
+  post(MSG.HEAD_STATS, { id, stats, names: HEAD_STAT_NAMES, layers: info.n_layers, heads: info.n_heads, size }, [stats.buffer]);
+}
+
 function tokenize({ id, text, chat }) {
   post(MSG.TOKENIZE, { id, ...JSON.parse(requireEngine().tokenize(text, chat)) });
 }
@@ -232,6 +258,10 @@ onmessage = async (event) => {
       case MSG.ATTENTION: attention(msg); break;
       case MSG.OVERVIEW: overview(msg); break;
       case MSG.TOKENIZE: tokenize(msg); break;
+      case MSG.SEQUENCE: sequence(msg); break;
+      case MSG.EXPLAIN: explain(msg); break;
+      case MSG.LOGIT_LENS: logitLens(msg); break;
+      case MSG.HEAD_STATS: headStats(msg); break;
       default: throw new Error(`unknown message type "${msg.type}"`);
     }
   } catch (e) {

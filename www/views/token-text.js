@@ -6,7 +6,7 @@
 // token under the mouse or the keyboard focus stays put. One span is in the tab order at a time
 // (a roving tabindex); the arrow keys move between tokens.
 
-import { colour, showToken } from '../heatmap.js';
+import { colour, inkOn, showToken } from '../heatmap.js';
 
 export class TokenText extends HTMLElement {
   connectedCallback() {
@@ -84,7 +84,7 @@ export class TokenText extends HTMLElement {
       if (row && j < row.length) {
         const t = row[j] / (max || 1);
         span.style.backgroundColor = colour(t);
-        span.style.color = t > 0.55 ? '#000' : '#fff'; // viridis is dark below ~0.55, light above
+        span.style.color = inkOn(t);
         span.title = j === i ? `attention to itself: ${row[j].toFixed(4)}` : `attention from token ${i}: ${row[j].toFixed(4)}`;
       } else {
         span.style.backgroundColor = '';
