@@ -135,7 +135,9 @@ ${snippet}
   const student = await b.context.newPage();
   const errors = [];
   student.on('pageerror', (e) => errors.push(e.message));
-  student.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  // A plain page has no icon: the browser's own /favicon.ico request is the host's 404, not ours.
+  student.on('console', (m) => { if (m.type() === 'error' && !/^Failed to load resource/.test(m.text())) errors.push(m.text()); });
+  student.on('response', (r) => { if (r.status() >= 400 && new URL(r.url()).pathname !== '/favicon.ico') errors.push(`${r.status()} ${r.url()}`); });
   await student.goto(`${origin}/target/e2e-static/lesson.html`);
   const result = await scopeDone(student);
   if (native) assert.deepEqual(result.ids, native.ids);

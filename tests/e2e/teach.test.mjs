@@ -179,9 +179,9 @@ test('the tokenization view marks special tokens and chat roles, with the CLI’
   assert.deepEqual(chips.map((c) => Number(c.id)), seq.ids);
   const specials = chips.filter((c) => c.cls.includes('special')).length;
   assert.equal(specials, seq.special.filter(Boolean).length);
-  assert.ok(specials >= 6, 'three <|im_start|> and at least two <|im_end|>, each marked');
-  const roles = chips.filter((c) => c.cls.includes('role')).length;
-  assert.equal(roles, 3, 'system, user and assistant');
+  assert.ok(specials >= 5, 'three <|im_start|> and two <|im_end|>, each marked');
+  const roles = await b.page.$$eval('token-list li.chip.role', (lis) => lis.map((li) => li.querySelector('.chip-text').textContent));
+  assert.equal(roles.join(''), 'systemuserassistant', 'the tokens that spell the three roles ("assistant" takes two)');
   assert.ok(chips.some((c) => c.role === 'user'), 'the user turn is marked');
   // Hostile text stays text.
   assert.equal(await b.page.$$eval('token-list b', (els) => els.length), 0);
@@ -260,7 +260,7 @@ test('keyboard only: Tab reaches the heatmap and the arrow keys move between cel
 });
 
 test('500+ tokens: the heatmap stays labelled and pans in a window', SLOW, async () => {
-  const prompt = Array.from({ length: 130 }, (_, k) => `word${k % 10} is`).join(' ');
+  const prompt = Array.from({ length: 180 }, (_, k) => `word${k % 10} is`).join(' ');
   const long = await b.page.evaluate((p) => window.attnscope.generate({ prompt: p, maxTokens: 2, temperature: 0 }), prompt);
   assert.ok(long.stats.prompt_tokens >= 500, `${long.stats.prompt_tokens} prompt tokens`);
   await b.page.waitForFunction(() => document.getElementById('heatmap').layout?.n === 512);

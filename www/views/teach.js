@@ -239,6 +239,14 @@ export class TokenList extends HTMLElement {
     list.setAttribute('aria-label', 'tokens with their ids');
     let role = null;
     let specials = 0;
+    const roleTokens = new Map(); // index → role name, for the tokens that spell a role
+    seq.labels.forEach((label, i) => {
+      if (label !== '<|im_start|>') return;
+      let name = '';
+      let j = i + 1;
+      while (j < seq.labels.length && j < i + 4 && !seq.labels[j].includes('\n') && !seq.special[j]) name += seq.labels[j++];
+      if (ROLES.has(name.trim())) for (let k = i + 1; k < j; k++) roleTokens.set(k, name.trim());
+    });
     seq.ids.forEach((id, i) => {
       const label = seq.labels[i];
       const li = make('li', 'chip');
@@ -248,10 +256,10 @@ export class TokenList extends HTMLElement {
         li.classList.add('special');
         if (label === '<|im_end|>') role = null;
       }
-      // ChatML: <|im_start|> ROLE ↵ …text… <|im_end|>
-      const isRole = i > 0 && seq.labels[i - 1] === '<|im_start|>' && ROLES.has(label.trim());
+      // ChatML: <|im_start|> ROLE ↵ …text… <|im_end|>; a role can take two tokens ("ass", "istant").
+      const isRole = roleTokens.has(i);
       if (isRole) {
-        role = label.trim();
+        role = roleTokens.get(i);
         li.classList.add('role');
       }
       if (role && !special) li.dataset.role = role;
