@@ -85,6 +85,12 @@ pub fn header(bytes: &[u8]) -> (serde_json::Value, usize) {
     (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), 8 + n)
 }
 
+/// The header's text, without the padding.
+pub fn header_text(bytes: &[u8]) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    String::from_utf8_lossy(&bytes[8..8 + n]).trim_end().as_bytes().to_vec()
+}
+
 /// The file with its header replaced by `text` (any bytes, JSON or not) and the same data.
 pub fn with_header_text(bytes: &[u8], text: &[u8]) -> Vec<u8> {
     let (_, data_at) = header(bytes);
