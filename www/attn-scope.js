@@ -14,7 +14,7 @@
 
 import { MSG } from './protocol.js';
 import { MODEL_BASE, WorkerClient, engineOptions } from './client.js';
-import { FIELD_NAMES, readSettings, elementSnippet, viewLink, copyText } from './share.js';
+import { FIELD_NAMES, readSettings, elementSnippet, iframeSnippet, viewLink, copyText } from './share.js';
 import { displayMatrix, SINK_MODES } from './heatmap.js';
 import { patternCSV, patternJSON, patternPNG, patternSVG, exportName, download } from './export.js';
 import './views/attention-heatmap.js';
@@ -179,10 +179,21 @@ export class AttnScope extends HTMLElement {
     this.copyField.rows = 3;
     this.copyField.hidden = true;
     this.copyField.setAttribute('aria-label', 'the copied code or link');
+    // The element needs its script from the page's own site (or a CORS host); an iframe works
+    // from anywhere, so its code is offered beside the element's.
+    this.iframeBox = make('div', 'as-iframe');
+    this.iframeBox.hidden = true;
+    const iframeLabel = make('label', 'as-hint', 'For a page on another site, an iframe:');
+    this.iframeField = make('textarea', 'as-copy');
+    this.iframeField.readOnly = true;
+    this.iframeField.rows = 3;
+    this.iframeField.id = `${this.uid}-iframe`;
+    iframeLabel.htmlFor = this.iframeField.id;
+    this.iframeBox.append(iframeLabel, this.iframeField);
     this.copyNote = make('p', 'as-hint');
     this.copyNote.setAttribute('aria-live', 'polite');
 
-    this.root.append(head, this.status, this.progress, this.output, controls, this.tabs, actions, this.copyNote, this.copyField);
+    this.root.append(head, this.status, this.progress, this.output, controls, this.tabs, actions, this.copyNote, this.copyField, this.iframeBox);
     this.replaceChildren(this.root);
     this.tabs.panel('heatmap').append(this.heatmap, this.legend, this.queryNote);
     this.tabs.panel('text').append(make('p', 'as-hint', 'Hover or focus a token (arrow keys move): the tokens it attends to light up.'), this.text);
@@ -402,6 +413,8 @@ export class AttnScope extends HTMLElement {
     const text = what === 'embed' ? elementSnippet(this.currentSettings()) : viewLink(this.currentSettings(), 'embed.html');
     const ok = await copyText(text, this.copyField);
     this.copyField.hidden = false;
+    this.iframeBox.hidden = what !== 'embed';
+    if (what === 'embed') this.iframeField.value = iframeSnippet(this.currentSettings());
     this.copyNote.textContent = ok ? `${what === 'embed' ? 'Embed code' : 'Link'} copied to the clipboard (also shown below).` : 'Select the text below and copy it (Ctrl+C).';
     return text;
   }

@@ -108,6 +108,8 @@ test('"Copy link to this view" and "Copy embed code" describe exactly this view'
   assert.match(snippet, / seed="7"/);
   assert.match(snippet, / layer="5" head="4"/);
   assert.match(snippet, / autorun>/);
+  const iframe = await b.page.inputValue('attn-scope .as-iframe textarea');
+  assert.match(iframe, /^<iframe src="[^"]*\/embed\.html\?[^"]*seed=7[^"]*layer=5&amp;head=4[^"]*autorun=1"/);
 });
 
 test('a plain HTML page with the copied snippet, on a plain static server, shows the same picture', SLOW, async (t) => {

@@ -314,6 +314,33 @@ test('axe-core finds no serious or critical violations with every teaching view'
   }
 });
 
+test('"Copy link to this view" in the app opens the same run, head and view on another page', SLOW, async () => {
+  const sampled = await b.page.evaluate(() => window.attnscope.generate({ prompt: 'Once upon a time', maxTokens: 8, temperature: 0.9 })); // a random seed
+  await b.page.evaluate(() => window.attnscope.select(7, 2));
+  await b.page.click('#teach [role=tab][data-view=lens]');
+  await b.context.grantPermissions(['clipboard-read', 'clipboard-write']);
+  await b.page.click('#copy-link');
+  const link = await b.page.evaluate(() => navigator.clipboard.readText());
+  const params = new URL(link).searchParams;
+  assert.equal(params.get('seed'), String(sampled.stats.seed), 'the seed the run actually used');
+  assert.deepEqual([params.get('layer'), params.get('head'), params.get('view'), params.get('autorun')], ['7', '2', 'lens', '1']);
+  await b.page.click('#copy-embed');
+  const code = await b.page.inputValue('#share-code');
+  assert.equal(code, await b.page.evaluate(() => navigator.clipboard.readText()));
+  assert.match(code, new RegExp(` seed="${sampled.stats.seed}"`));
+  assert.match(await b.page.inputValue('#share-iframe'), /^<iframe src=".*\/embed\.html\?/);
+
+  const other = await b.context.newPage();
+  await other.goto(link);
+  await other.waitForFunction(() => /^ready:/.test(document.getElementById('model-status').textContent));
+  await other.waitForFunction(() => /reached max tokens|ended/.test(document.getElementById('stat-reason').textContent));
+  assert.equal(await other.textContent('#output-text'), sampled.text, 'the same tokens');
+  assert.deepEqual([await other.inputValue('#layer'), await other.inputValue('#head')], ['7', '2']);
+  assert.equal(await other.$eval('#teach [role=tab][aria-selected=true]', (el) => el.dataset.view), 'lens');
+  await other.waitForFunction(() => document.querySelectorAll('logit-lens tbody tr').length === 30);
+  await other.close();
+});
+
 test('nothing went wrong on the way: no page errors, no CSP violations, no console errors', () => {
   assert.deepEqual(b.problems, []);
 });

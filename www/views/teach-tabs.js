@@ -4,10 +4,16 @@
 // logit lens is 30 output-head products, not something to compute for a hidden panel.
 //
 // The 'heatmap' and 'text' panels are left empty for the host to fill (their data comes with the
-// live attention refresh); the others are the teaching views of teach.js.
+// live attention refresh); the others are the teaching views (attention-steps.js, prediction-table.js, logit-lens.js,
+// token-list.js, head-stats.js).
 
 import { MSG } from '../protocol.js';
-import './teach.js';
+import './attention-steps.js';
+import './prediction-table.js';
+import './logit-lens.js';
+import './token-list.js';
+import './head-stats.js';
+import './scale-legend.js';
 
 const TITLES = {
   heatmap: 'Heatmap',
