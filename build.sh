@@ -2,7 +2,8 @@
 # attnscope's one entry point. A newcomer needs two commands:
 #   ./build.sh serve   everything needed (toolchain, model, wasm), then the app on http://127.0.0.1:8080
 #   ./build.sh test    every test: Rust unit/integration tests and the headless-browser tests
-# Other commands: build (wasm only), model, bench, fuzz, clean-model.
+# Other commands: build (wasm only), model, bench, fuzz (FUZZ_SECONDS per target, default 60),
+# longrun (a 4,000-token generation with RSS and tokens/s every 250 tokens; docs/RELIABILITY.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -49,6 +50,33 @@ ensure_chromium() {
   say "installing Debian's chromium for the browser tests"
   if [[ $(id -u) -eq 0 ]]; then apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
   else sudo apt-get install -y chromium >/dev/null; fi
+}
+
+# ---- fuzzing (docs/RELIABILITY.md) -----------------------------------------------------------
+FUZZ_TARGETS=(safetensors config_manifest gguf)
+
+# cargo-fuzz needs the nightly toolchain (for the sanitizer flags); both are checked, cargo-fuzz
+# installed if missing. Returns 1 when fuzzing is not possible here.
+ensure_cargo_fuzz() {
+  rustup toolchain list | grep -q '^nightly' || { say "no nightly toolchain: cannot fuzz (rustup toolchain install nightly)"; return 1; }
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    say "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked || cargo install cargo-fuzz || return 1
+  fi
+}
+
+# Runs every target for $1 seconds. New inputs go to fuzz/target/corpus/<target> (ignored by
+# git); the committed seeds in fuzz/corpus/<target> are read, never written. A single allocation
+# over 256 MB counts as a crash (-malloc_limit_mb), so "no absurd allocation" is checked too.
+# Debug assertions (-a) turn on overflow checks in our code and its dependencies.
+fuzz_run() {
+  local seconds=$1 t
+  for t in "${FUZZ_TARGETS[@]}"; do
+    say "fuzzing $t for ${seconds}s"
+    mkdir -p "fuzz/target/corpus/$t"
+    (cd fuzz && cargo +nightly fuzz run -O -a "$t" "$ROOT/fuzz/target/corpus/$t" "$ROOT/fuzz/corpus/$t" -- \
+      -max_total_time="$seconds" -max_len=16384 -malloc_limit_mb=256 -rss_limit_mb=2048 -print_final_stats=1)
+  done
 }
 
 # ---- the model -------------------------------------------------------------------------------
@@ -129,6 +157,8 @@ case "$cmd" in
     say "Rust tests"
     model
     cargo test --release
+    # A short fuzz pass; the seeds were already replayed by cargo test (tests/fuzz_corpus.rs).
+    if ensure_cargo_fuzz; then fuzz_run "${FUZZ_SMOKE_SECONDS:-5}"; else say "skipping the fuzz smoke pass"; fi
     wasm
     ensure_chromium
     start_server
@@ -136,5 +166,7 @@ case "$cmd" in
     say "browser tests (headless chromium)"
     node --test --test-concurrency=1 tests/e2e/ ;;
   bench) model; wasm; native_bins; ensure_chromium; start_server; node tests/bench/bench.mjs ;;
-  *) die "unknown command '$cmd': use serve, test, build, model or bench" ;;
+  fuzz) ensure_cargo_fuzz || die "cargo-fuzz needs the nightly toolchain"; fuzz_run "${FUZZ_SECONDS:-60}" ;;
+  longrun) model; cargo test --release --test long_run -- --ignored --nocapture ;;
+  *) die "unknown command '$cmd': use serve, test, build, model, bench, fuzz or longrun" ;;
 esac
