@@ -139,7 +139,7 @@ export class AttnScope extends HTMLElement {
     const zoomLabel = make('label', '', 'zoom ');
     this.zoom = make('input');
     this.zoom.type = 'range';
-    this.zoom.min = '2';
+    this.zoom.min = '1';
     this.zoom.max = '28';
     this.zoom.value = '16';
     zoomLabel.append(this.zoom);

@@ -236,6 +236,21 @@ test('embed.html fits a 390 px phone screen and passes axe-core', SLOW, async ()
   await b.page.setViewportSize({ width: 390, height: 844 });
   await b.page.goto(new URL(`/embed.html?${query({ ...SETTINGS, max_tokens: 4 })}&autorun=1`, BASE_URL).href);
   await scopeDone(b.page);
+  // Keyboard only: from the prompt, Tab reaches the heatmap; the arrow keys move its cursor.
+  await b.page.focus('attn-scope textarea.as-prompt');
+  let reached = false;
+  for (let k = 0; k < 40 && !reached; k++) {
+    await b.page.keyboard.press('Tab');
+    reached = await b.page.evaluate(() => document.activeElement === document.querySelector('attention-heatmap canvas'));
+  }
+  assert.ok(reached, 'the heatmap is in the tab order');
+  const cursor = () => b.page.evaluate(() => ({ ...document.querySelector('attention-heatmap').cursor }));
+  const start = await cursor();
+  await b.page.keyboard.press('ArrowUp');
+  await b.page.keyboard.press('ArrowRight');
+  assert.deepEqual(await cursor(), { i: start.i - 1, j: start.j + 1 });
+  assert.equal(await b.page.evaluate(() => document.querySelector('attn-scope').getAttribute('query')), String(start.i - 1), 'the chosen row is the step view’s query');
+
   await b.page.evaluate(readFileSync(join(ROOT, 'node_modules/axe-core/axe.min.js'), 'utf8'));
   for (const view of ['heatmap', 'steps', 'predictions', 'lens', 'tokens', 'stats', 'text']) {
     await b.page.click(`attn-scope [role=tab][data-view=${view}]`);

@@ -33,7 +33,8 @@ export class ScaleLegend extends HTMLElement {
     if (!this.wired) return;
     const m = max === null ? 'max' : max.toFixed(3);
     this.high.textContent = sink === 'hide' ? `${m} (rescaled rows)` : sink === 'clip' ? `${m} (largest outside the first column)` : m;
-    this.note.textContent = `Colour scale: viridis (perceptually uniform, colour-blind safe). ${SINK_MODES[sink] ?? SINK_MODES.show}.`;
+    const mode = SINK_MODES[sink] ?? SINK_MODES.show;
+    this.note.textContent = `Colour scale: viridis (perceptually uniform, colour-blind safe). ${mode[0].toUpperCase()}${mode.slice(1)}.`;
   }
 }
 
