@@ -90,7 +90,7 @@ export function elementSnippet(settings) {
 export function iframeSnippet(settings) {
   const src = viewLink({ ...settings, autorun: true }, 'embed.html');
   const title = `attnscope: attention of SmolLM2 on “${String(settings.prompt).slice(0, 60)}”`;
-  return `<iframe src="${attr(src)}" title="${attr(title)}" width="100%" height="720" loading="lazy"></iframe>\n`;
+  return `<iframe src="${attr(src)}" title="${attr(title)}" width="100%" height="720" loading="lazy" allow="clipboard-write"></iframe>\n`;
 }
 
 /** Copies text to the clipboard; falls back to selecting it in `field` for Ctrl+C. */
