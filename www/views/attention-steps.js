@@ -17,7 +17,7 @@ export class AttentionSteps extends HTMLElement {
     const i = e.query;
     const d = e.head_dim;
     const intro = make('p', 'teach-lead');
-    intro.append(`Layer ${layer}, head ${head} (it reads key/value head ${e.kv_head}). Query: token #${i} `, make('q', 'tok-inline', showToken(e.label)), '.');
+    intro.append(`Layer ${layer}, head ${head} (it reads key/value head ${e.kv_head}). Query: token #${i} `, make('q', 'tok-inline', showToken(e.label)), '. Every number below is recomputed from the query, keys and values the model used.');
     const steps = make('ol', 'teach-steps');
     const maxScore = Math.max(...e.scores);
     const expSum = e.scores.reduce((a, s) => a + Math.exp(s - maxScore), 0);
@@ -28,7 +28,7 @@ export class AttentionSteps extends HTMLElement {
       make('li', '', `Softmax: w_j = exp(s_j − ${fmt(maxScore, 3)}) / ${fmt(expSum, 4)} (subtracting the largest score keeps exp from overflowing); the weights sum to 1.`),
       make('li', '', `Weighted sum: the head's output is Σ_j w_j v_j, ${d} numbers (below the table).`),
     );
-    const { table: t, body } = table(`Token #${i}'s attention, computed from the model's own query, keys and values`, ['key j', 'token', 'q·k_j', 's_j = q·k_j/√d', 'exp(s_j − max)', 'weight w_j', '|v_j|', 'w_j·|v_j|']);
+    const { table: t, body } = table(`Token #${i}: its scores, weights and values`, ['key j', 'token', 'q·k_j', 's_j = q·k_j/√d', 'exp(s_j − max)', 'weight w_j', '|v_j|', 'w_j·|v_j|']);
     const maxW = Math.max(...e.pattern);
     for (let j = 0; j <= i; j++) {
       const tr = make('tr');

@@ -16,7 +16,7 @@ export class LogitLens extends HTMLElement {
     const k = lens.layers[0]?.top.length ?? 0;
     const lead = make('p', 'teach-lead');
     lead.append(`After token #${lens.position} `, make('q', 'tok-inline', showToken(lens.label ?? '')), ': the final RMSNorm and the (tied) output head applied to the residual stream after each layer — what the model would say next if it stopped there. The last row is its real prediction.');
-    const { table: t, body } = table('The logit lens: layers down, the most likely next tokens across', ['layer', ...Array.from({ length: k }, (_, r) => `#${r + 1}`)]);
+    const { table: t, body } = table('Layers down, the most likely next tokens across', ['layer', ...Array.from({ length: k }, (_, r) => `#${r + 1}`)]);
     for (const row of lens.layers) {
       const tr = make('tr');
       const th = make('th', 'num', String(row.layer));

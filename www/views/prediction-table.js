@@ -46,7 +46,8 @@ export class PredictionTable extends HTMLElement {
     const how = s.temperature === 0
       ? 'temperature 0 is greedy: the most likely token (after the repeat penalty) gets all the probability'
       : `temperature ${s.temperature}${s.top_k ? `, top-k ${s.top_k}` : ''}${s.top_p ? `, top-p ${s.top_p}` : ''}`;
-    const { table: t, body } = table(`The ${p.top.length} most likely next tokens. Raw: softmax of the logits. Used: after repeat penalty ${s.repeat_penalty ?? 1.1}, ${how}.`, ['rank', 'token', 'id', 'logit', 'p raw', 'p used', 'sampled']);
+    const lead = make('p', 'teach-lead', `The ${p.top.length} most likely next tokens. p raw: the softmax of the logits. p used: after repeat penalty ${s.repeat_penalty ?? 1.1}, ${how}.`);
+    const { table: t, body } = table(`Candidates of step ${index + 1}`, ['rank', 'token', 'id', 'logit', 'p raw', 'p used', 'sampled']);
     const maxP = Math.max(...p.top.map((c) => Math.max(c.prob, c.prob_final)), 1e-9);
     p.top.forEach((c, r) => {
       const tr = make('tr', c.id === p.sampled ? 'sampled' : '');
@@ -74,7 +75,7 @@ export class PredictionTable extends HTMLElement {
     scroll.setAttribute('role', 'region');
     scroll.setAttribute('aria-label', 'candidates table');
     scroll.append(t);
-    this.body.replaceChildren(scroll);
+    this.body.replaceChildren(lead, scroll);
   }
 }
 
