@@ -17,6 +17,7 @@ const native = runNative(SETTINGS);
 const STATIC_DIR = join(ROOT, 'target/e2e-static');
 let b;
 let staticServer; // {port, close}
+let firstPicture = null; // layer 5, head 4 of the first test's run, to compare other hosts with
 
 const freePort = () => new Promise((resolve, reject) => {
   const s = createServer();
@@ -88,6 +89,7 @@ test('embed.html with URL parameters reproduces the CLI’s sampled tokens and s
   // The element answers like window.attnscope.attention.
   const { weights } = await b.page.evaluate(() => document.querySelector('attn-scope').attention({ layer: 5, head: 4 }));
   assert.equal(weights.length, drawn.n);
+  firstPicture = weights;
 });
 
 test('"Copy link to this view" and "Copy embed code" describe exactly this view', SLOW, async () => {
@@ -151,6 +153,10 @@ ${snippet}
     return { layer: el.data.layer, head: el.data.head, n: el.layout.n };
   });
   assert.deepEqual({ layer: pattern.layer, head: pattern.head }, { layer: 5, head: 4 });
+  if (firstPicture) {
+    const { weights } = await student.evaluate(() => document.querySelector('attn-scope').attention({ layer: 5, head: 4 }));
+    assert.deepEqual(weights, firstPicture, 'the same weights, to the bit, as on the app’s own server');
+  }
   assert.equal(await student.evaluate(() => getComputedStyle(document.body).marginTop), '8px', 'the element does not restyle the host page');
   assert.deepEqual(errors, []);
   await student.close();
