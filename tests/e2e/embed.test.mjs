@@ -238,6 +238,26 @@ window.command = (data, target) => document.getElementById('f').contentWindow.po
   await other.close();
 });
 
+test('hostile prompt text is shown as text, and the copied code carries it exactly', SLOW, async () => {
+  const prompt = '"><img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> & done';
+  const params = new URLSearchParams({ prompt, 'max-tokens': '2', autorun: '1', view: 'tokens' });
+  await b.page.goto(new URL(`/embed.html?${params}`, BASE_URL).href);
+  await scopeDone(b.page);
+  assert.equal(await b.page.$$eval('attn-scope img, attn-scope script', (els) => els.length), 0);
+  assert.equal(await b.page.evaluate(() => window.__pwned ?? null), null);
+  assert.equal(await b.page.textContent('attn-scope .as-output .echo'), prompt);
+  await b.page.waitForSelector('attn-scope token-list li.chip');
+  await b.page.click('attn-scope button:has-text("Copy embed code")');
+  const snippet = await b.page.inputValue('attn-scope textarea.as-copy');
+  const parsed = await b.page.evaluate((html) => {
+    const doc = new DOMParser().parseFromString(html, 'text/html');
+    const el = doc.querySelector('attn-scope');
+    return { prompt: el?.getAttribute('prompt'), elements: [...doc.body.querySelectorAll('*')].map((e) => e.localName), head: [...doc.head.querySelectorAll('*')].map((e) => e.localName) };
+  }, snippet);
+  assert.equal(parsed.prompt, prompt);
+  assert.deepEqual([...parsed.head, ...parsed.elements], ['script', 'attn-scope'], 'one script and the element, nothing injected');
+});
+
 test('embed.html fits a 390 px phone screen and passes axe-core', SLOW, async () => {
   await b.page.setViewportSize({ width: 390, height: 844 });
   await b.page.goto(new URL(`/embed.html?${query({ ...SETTINGS, max_tokens: 4 })}&autorun=1`, BASE_URL).href);
