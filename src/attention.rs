@@ -7,8 +7,11 @@
 //!   pattern    = softmax(scores)
 //!   out        = Σ_j pattern[j] · v_j
 //! ```
-//! Grouped-query attention is not a copy: a query head reads the cache rows of its KV head in
-//! place (`Config::kv_head_of`), so no K/V tensor is ever repeated.
+//! Grouped-query attention is not a copy: the query heads that share a KV head (a *group*) read
+//! its cache rows in place (`Config::kv_head_of`), and they read them together — each key and
+//! value row is loaded once for the whole group, not once per query head. At long context the
+//! cache, not the weights, is what a step streams through memory, so this divides that traffic
+//! by the group size. Every head still sums in the same order as it would alone.
 
 /// Dot product written with eight independent accumulators, so the compiler can keep them in
 /// SIMD lanes (float addition is not associative; one accumulator would force a serial chain).
@@ -27,6 +30,35 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         sum += x * y;
     }
     sum
+}
+
+/// For each query head r of a group: `rows[r][j] = q_r·k_j · scale`, with the group's queries
+/// side by side in `queries` (group × hd), the keys row by row in `keys` (n × hd) and the
+/// rows side by side in `rows` (group × n).
+pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: &mut [f32]) {
+    let group = queries.len() / hd;
+    let n = rows.len() / group;
+    for (j, k) in keys.chunks_exact(hd).take(n).enumerate() {
+        for (r, q) in queries.chunks_exact(hd).enumerate() {
+            rows[r * n + j] = dot(q, k) * scale;
+        }
+    }
+}
+
+/// For each query head r of a group: `out[r] = Σ_j rows[r][j] · v_j`, with the rows side by side
+/// (group × n), the values row by row (n × hd) and the outputs side by side (group × hd).
+pub fn group_weighted_sum(rows: &[f32], values: &[f32], hd: usize, out: &mut [f32]) {
+    let group = out.len() / hd;
+    let n = rows.len() / group;
+    out.fill(0.0);
+    for (j, v) in values.chunks_exact(hd).take(n).enumerate() {
+        for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+            let p = rows[r * n + j];
+            for (o, &x) in o.iter_mut().zip(v) {
+                *o += p * x;
+            }
+        }
+    }
 }
 
 /// `scores[j] = q·k_j · scale` for the `n_keys` keys stored row by row in `keys` (n_keys × hd).
@@ -73,6 +105,25 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
             let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!((dot(&a, &b) - plain).abs() < 1e-5, "n={n}");
+        }
+    }
+
+    #[test]
+    fn a_group_computes_exactly_what_its_heads_compute_alone() {
+        let (hd, n, group) = (8, 5, 3);
+        let wave = |len: usize, f: f32| -> Vec<f32> { (0..len).map(|i| (i as f32 * f).sin()).collect() };
+        let (queries, keys, values) = (wave(group * hd, 0.7), wave(n * hd, 0.3), wave(n * hd, 0.9));
+        let mut rows = vec![0.0; group * n];
+        group_scores(&queries, &keys, hd, 0.5, &mut rows);
+        let mut out = vec![0.0; group * hd];
+        group_weighted_sum(&rows, &values, hd, &mut out);
+        for r in 0..group {
+            let mut alone = vec![0.0; n];
+            scores(&queries[r * hd..(r + 1) * hd], &keys, 0.5, &mut alone);
+            assert_eq!(alone, rows[r * n..(r + 1) * n], "scores of head {r}");
+            let mut out_alone = vec![0.0; hd];
+            weighted_sum(&alone, &values, &mut out_alone);
+            assert_eq!(out_alone, out[r * hd..(r + 1) * hd], "output of head {r}");
         }
     }
 

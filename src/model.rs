@@ -134,7 +134,7 @@ struct RunState {
     proj: Vec<f32>,     // (t, d) a sublayer's output before it joins the residual
     gate: Vec<f32>,     // (t, f)
     up: Vec<f32>,       // (t, f)
-    scores: Vec<f32>,   // (max_context) one attention row
+    scores: Vec<f32>,   // (group, max_context) one attention row per query head of a group
     logits: Vec<f32>,   // (v)
     xq: QActivations,   // the current matmul input rounded to 8 bits
 }
@@ -152,7 +152,7 @@ impl RunState {
             proj: vec![0.0; t * c.dim],
             gate: vec![0.0; t * c.ffn_dim],
             up: vec![0.0; t * c.ffn_dim],
-            scores: vec![0.0; max_context],
+            scores: vec![0.0; c.group_size() * max_context],
             logits: vec![0.0; c.vocab_size],
             xq: QActivations::default(),
         }
@@ -165,7 +165,7 @@ pub fn memory_needed(c: &Config, weights_bytes: u64, max_context: usize, capture
     let capture = capture_window.map_or(0, |w| AttentionCapture::bound_bytes(c.n_layers, c.n_heads, c.head_dim, w.min(max_context)) + (c.n_layers * c.dim * 4) as u64);
     let t = PREFILL_CHUNK as u64;
     let scratch = 4 * (t * (4 * c.dim as u64 + 2 * c.q_dim() as u64 + 2 * c.kv_dim() as u64 + 2 * c.ffn_dim as u64)
-        + max_context as u64
+        + c.group_size() as u64 * max_context as u64
         + c.vocab_size as u64)
         + max_context as u64 * c.head_dim as u64 * 4;
     let total = weights_bytes + kv + capture + scratch;
@@ -278,19 +278,22 @@ impl Transformer {
                     cap.record_query(l, p0 + i, &s.q[i * qd..(i + 1) * qd]);
                 }
             }
+            let group = c.group_size();
             for i in 0..t {
                 let p = p0 + i; // this query sees keys 0..=p
-                for head in 0..c.n_heads {
-                    let g = c.kv_head_of(head);
-                    let q = &s.q[i * qd + head * hd..i * qd + (head + 1) * hd];
-                    let row = &mut s.scores[..=p];
-                    attention::scores(q, self.kv.keys(l, g, p + 1), scale, row); //     (p+1)
-                    attention::pattern(row); //                                         (p+1)
-                    if let Some(cap) = &mut self.capture {
-                        cap.record(l, head, p, row);
+                for g in 0..c.n_kv_heads {
+                    let heads = g * group..(g + 1) * group; // the query heads reading KV head g
+                    let queries = &s.q[i * qd + heads.start * hd..i * qd + heads.end * hd]; // (group, hd)
+                    let rows = &mut s.scores[..group * (p + 1)]; //                        (group, p+1)
+                    attention::group_scores(queries, self.kv.keys(l, g, p + 1), hd, scale, rows);
+                    for (r, row) in rows.chunks_exact_mut(p + 1).enumerate() {
+                        attention::pattern(row);
+                        if let Some(cap) = &mut self.capture {
+                            cap.record(l, heads.start + r, p, row);
+                        }
                     }
-                    let out = &mut s.heads_out[i * qd + head * hd..i * qd + (head + 1) * hd];
-                    attention::weighted_sum(row, self.kv.values(l, g, p + 1), out); // (hd)
+                    let out = &mut s.heads_out[i * qd + heads.start * hd..i * qd + heads.end * hd]; // (group, hd)
+                    attention::group_weighted_sum(rows, self.kv.values(l, g, p + 1), hd, out);
                 }
             }
             s.xq.quantize(&s.heads_out[..t * qd], t, qd);
