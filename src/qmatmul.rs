@@ -60,29 +60,40 @@ pub fn matmul(w: &QWeights, rows: usize, cols: usize, x: &QActivations, out: &mu
     let m = x.rows;
     let out = &mut out[..m * rows];
     let blocks = cols / BLOCK;
-    // One weight row at a time against every activation row: the row is read from memory once per
-    // call, which is what makes a prefill of many tokens cheaper per token than single steps.
-    let row_job = |r: usize, dst: &mut dyn FnMut(usize, f32)| {
+    // Weight rows in groups of ROWS against every activation row: a group's rows are read from
+    // memory once per call (what makes a prefill of many tokens cheaper per token than single
+    // steps), and each activation block is widened once for the whole group.
+    let group_job = |r0: usize, n: usize, dst: &mut dyn FnMut(usize, usize, f32)| {
         for i in 0..m {
             let xs = &x.scales[i * blocks..(i + 1) * blocks];
             let xq = &x.quants[i * cols..(i + 1) * cols];
-            let v = match w {
-                QWeights::Q8_0 { scales, quants } => {
-                    dot_q8(&scales[r * blocks..(r + 1) * blocks], &quants[r * cols..(r + 1) * cols], xs, xq)
+            if n == ROWS {
+                let sums = match w {
+                    QWeights::Q8_0 { scales, quants } => dot_q8::<ROWS>(scales, quants, r0, cols, xs, xq),
+                    QWeights::Q4_0 { scales, nibbles } => dot_q4::<ROWS>(scales, nibbles, r0, cols, xs, xq),
+                };
+                sums.into_iter().enumerate().for_each(|(k, v)| dst(i, r0 + k, v));
+            } else {
+                for r in r0..r0 + n {
+                    let [v] = match w {
+                        QWeights::Q8_0 { scales, quants } => dot_q8::<1>(scales, quants, r, cols, xs, xq),
+                        QWeights::Q4_0 { scales, nibbles } => dot_q4::<1>(scales, nibbles, r, cols, xs, xq),
+                    };
+                    dst(i, r, v);
                 }
-                QWeights::Q4_0 { scales, nibbles } => {
-                    dot_q4(&scales[r * blocks..(r + 1) * blocks], &nibbles[r * cols / 2..(r + 1) * cols / 2], xs, xq)
-                }
-            };
-            dst(i, v);
+            }
         }
     };
-    run_rows(rows, m, out, row_job);
+    run_rows(rows, m, out, group_job);
 }
 
-/// Spreads weight rows over threads natively; one thread in the browser (for now).
+/// Weight rows computed together by one call of the dot products.
+const ROWS: usize = 4;
+
+/// Spreads weight rows over threads natively; one thread in the browser (for now). `job(r0, n, dst)`
+/// computes rows r0..r0+n (n ≤ ROWS) and hands each value to `dst(activation row, weight row, v)`.
 #[cfg(not(target_arch = "wasm32"))]
-fn run_rows(rows: usize, m: usize, out: &mut [f32], job: impl Fn(usize, &mut dyn FnMut(usize, f32)) + Sync) {
+fn run_rows(rows: usize, m: usize, out: &mut [f32], job: impl Fn(usize, usize, &mut dyn FnMut(usize, usize, f32)) + Sync) {
     use rayon::prelude::*;
     const ROWS_PER_TASK: usize = 64;
     // Columns of `out` are weight rows; collect per task, then scatter (tasks own disjoint rows).
@@ -92,8 +103,8 @@ fn run_rows(rows: usize, m: usize, out: &mut [f32], job: impl Fn(usize, &mut dyn
             let r0 = c * ROWS_PER_TASK;
             let r1 = (r0 + ROWS_PER_TASK).min(rows);
             let mut local = vec![0f32; (r1 - r0) * m];
-            for r in r0..r1 {
-                job(r, &mut |i, v| local[(r - r0) * m + i] = v);
+            for g in (r0..r1).step_by(ROWS) {
+                job(g, ROWS.min(r1 - g), &mut |i, r, v| local[(r - r0) * m + i] = v);
             }
             (r0, local)
         })
@@ -109,9 +120,9 @@ fn run_rows(rows: usize, m: usize, out: &mut [f32], job: impl Fn(usize, &mut dyn
 }
 
 #[cfg(target_arch = "wasm32")]
-fn run_rows(rows: usize, _m: usize, out: &mut [f32], job: impl Fn(usize, &mut dyn FnMut(usize, f32))) {
-    for r in 0..rows {
-        job(r, &mut |i, v| out[i * rows + r] = v);
+fn run_rows(rows: usize, _m: usize, out: &mut [f32], job: impl Fn(usize, usize, &mut dyn FnMut(usize, usize, f32))) {
+    for g in (0..rows).step_by(ROWS) {
+        job(g, ROWS.min(rows - g), &mut |i, r, v| out[i * rows + r] = v);
     }
 }
 
@@ -122,22 +133,36 @@ fn run_rows(rows: usize, _m: usize, out: &mut [f32], job: impl Fn(usize, &mut dy
 // follow this one order, so every build gives identical bits, and no SIMD build reduces across
 // lanes inside the loop.
 
+/// Rows r0..r0+R of a Q8_0 matrix against one activation row.
 #[inline]
-fn dot_q8(ws: &[f32], wq: &[i8], xs: &[f32], xq: &[i8]) -> f32 {
-    let mut acc = lanes::Acc::default();
-    for (b, (dw, dx)) in ws.iter().zip(xs).enumerate() {
-        acc.add(lanes::i8_32(&wq[b * BLOCK..(b + 1) * BLOCK], &xq[b * BLOCK..(b + 1) * BLOCK]), dw * dx);
+fn dot_q8<const R: usize>(scales: &[f32], quants: &[i8], r0: usize, cols: usize, xs: &[f32], xq: &[i8]) -> [f32; R] {
+    let blocks = cols / BLOCK;
+    let ws: [&[f32]; R] = std::array::from_fn(|k| &scales[(r0 + k) * blocks..(r0 + k + 1) * blocks]);
+    let wq: [&[[i8; BLOCK]]; R] = std::array::from_fn(|k| quants[(r0 + k) * cols..(r0 + k + 1) * cols].as_chunks::<BLOCK>().0);
+    let mut acc: [lanes::Acc; R] = std::array::from_fn(|_| lanes::Acc::default());
+    for (b, (xb, dx)) in xq.as_chunks::<BLOCK>().0.iter().zip(xs).enumerate() {
+        let x = lanes::Widened::of(xb);
+        for k in 0..R {
+            acc[k].add(lanes::i8_32_widened(&wq[k][b], &x), ws[k][b] * dx);
+        }
     }
-    acc.total()
+    std::array::from_fn(|k| acc[k].total())
 }
 
+/// Rows r0..r0+R of a Q4_0 matrix against one activation row.
 #[inline]
-fn dot_q4(ws: &[f32], wn: &[u8], xs: &[f32], xq: &[i8]) -> f32 {
-    let mut acc = lanes::Acc::default();
-    for (b, (dw, dx)) in ws.iter().zip(xs).enumerate() {
-        acc.add(lanes::nibbles_32(&wn[b * 16..(b + 1) * 16], &xq[b * BLOCK..(b + 1) * BLOCK]), dw * dx);
+fn dot_q4<const R: usize>(scales: &[f32], nibbles: &[u8], r0: usize, cols: usize, xs: &[f32], xq: &[i8]) -> [f32; R] {
+    let blocks = cols / BLOCK;
+    let ws: [&[f32]; R] = std::array::from_fn(|k| &scales[(r0 + k) * blocks..(r0 + k + 1) * blocks]);
+    let wn: [&[[u8; 16]]; R] = std::array::from_fn(|k| nibbles[(r0 + k) * cols / 2..(r0 + k + 1) * cols / 2].as_chunks::<16>().0);
+    let mut acc: [lanes::Acc; R] = std::array::from_fn(|_| lanes::Acc::default());
+    for (b, (xb, dx)) in xq.as_chunks::<BLOCK>().0.iter().zip(xs).enumerate() {
+        let x = lanes::Widened::of(xb);
+        for k in 0..R {
+            acc[k].add(lanes::nibbles_32_widened(&wn[k][b], &x), ws[k][b] * dx);
+        }
     }
-    acc.total()
+    std::array::from_fn(|k| acc[k].total())
 }
 
 /// The portable definition of the lanes (and the fallback on other CPUs).
@@ -172,6 +197,26 @@ mod portable {
         gather(std::array::from_fn(|e| a[e] as i32 * b[e] as i32 + a[16 + e] as i32 * b[16 + e] as i32))
     }
 
+    /// An activation block prepared once for several weight rows (here: as it is).
+    pub struct Widened([i8; 32]);
+
+    impl Widened {
+        #[inline]
+        pub fn of(x: &[i8; 32]) -> Self {
+            Widened(*x)
+        }
+    }
+
+    #[inline]
+    pub fn i8_32_widened(a: &[i8; 32], x: &Widened) -> Ints {
+        i8_32(a, &x.0)
+    }
+
+    #[inline]
+    pub fn nibbles_32_widened(n: &[u8; 16], x: &Widened) -> Ints {
+        nibbles_32(n, &x.0)
+    }
+
     #[inline]
     pub fn nibbles_32(n: &[u8], x: &[i8]) -> Ints {
         gather(std::array::from_fn(|e| ((n[e] & 0x0F) as i32 - 8) * x[e] as i32 + ((n[e] >> 4) as i32 - 8) * x[16 + e] as i32))
@@ -203,39 +248,38 @@ mod lanes {
         }
     }
 
-    /// 16 int8 × int8 products into four int32 lanes (exact: |product| ≤ 2¹⁴).
-    #[inline]
-    fn dot16(a: v128, b: v128) -> v128 {
-        let lo = i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), i16x8_extend_low_i8x16(b));
-        let hi = i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), i16x8_extend_high_i8x16(b));
-        i32x4_add(lo, hi)
-    }
+    /// An activation block widened to int16 once, for all the weight rows that use it.
+    pub struct Widened([v128; 4]);
 
-    #[inline]
-    pub fn i8_32(a: &[i8], b: &[i8]) -> Ints {
-        assert!(a.len() >= 32 && b.len() >= 32);
-        // SAFETY: both slices hold 32 bytes (checked); v128_load has no alignment requirement.
-        unsafe {
-            let a0 = v128_load(a.as_ptr() as *const v128);
-            let a1 = v128_load(a.as_ptr().add(16) as *const v128);
-            let b0 = v128_load(b.as_ptr() as *const v128);
-            let b1 = v128_load(b.as_ptr().add(16) as *const v128);
-            i32x4_add(dot16(a0, b0), dot16(a1, b1))
+    impl Widened {
+        #[inline]
+        pub fn of(x: &[i8; 32]) -> Self {
+            // SAFETY: x holds 32 bytes; v128_load has no alignment requirement.
+            let (x0, x1) = unsafe { (v128_load(x.as_ptr() as *const v128), v128_load(x.as_ptr().add(16) as *const v128)) };
+            Widened([i16x8_extend_low_i8x16(x0), i16x8_extend_high_i8x16(x0), i16x8_extend_low_i8x16(x1), i16x8_extend_high_i8x16(x1)])
         }
     }
 
+    /// 16 int8 × int8 products into four int32 lanes (exact: |product| ≤ 2¹⁴), b already widened.
     #[inline]
-    pub fn nibbles_32(n: &[u8], x: &[i8]) -> Ints {
-        assert!(n.len() >= 16 && x.len() >= 32);
-        // SAFETY: n holds 16 bytes and x 32 (checked); unaligned loads are allowed.
-        unsafe {
-            let packed = v128_load(n.as_ptr() as *const v128);
-            let lo = i8x16_sub(v128_and(packed, u8x16_splat(0x0F)), i8x16_splat(8));
-            let hi = i8x16_sub(u8x16_shr(packed, 4), i8x16_splat(8));
-            let x0 = v128_load(x.as_ptr() as *const v128);
-            let x1 = v128_load(x.as_ptr().add(16) as *const v128);
-            i32x4_add(dot16(lo, x0), dot16(hi, x1))
-        }
+    fn dot16_widened(a: v128, b_lo: v128, b_hi: v128) -> v128 {
+        i32x4_add(i32x4_dot_i16x8(i16x8_extend_low_i8x16(a), b_lo), i32x4_dot_i16x8(i16x8_extend_high_i8x16(a), b_hi))
+    }
+
+    #[inline]
+    pub fn i8_32_widened(a: &[i8; 32], x: &Widened) -> Ints {
+        // SAFETY: a holds 32 bytes; unaligned loads are allowed.
+        let (a0, a1) = unsafe { (v128_load(a.as_ptr() as *const v128), v128_load(a.as_ptr().add(16) as *const v128)) };
+        i32x4_add(dot16_widened(a0, x.0[0], x.0[1]), dot16_widened(a1, x.0[2], x.0[3]))
+    }
+
+    #[inline]
+    pub fn nibbles_32_widened(n: &[u8; 16], x: &Widened) -> Ints {
+        // SAFETY: n holds 16 bytes; unaligned loads are allowed.
+        let packed = unsafe { v128_load(n.as_ptr() as *const v128) };
+        let lo = i8x16_sub(v128_and(packed, u8x16_splat(0x0F)), i8x16_splat(8));
+        let hi = i8x16_sub(u8x16_shr(packed, 4), i8x16_splat(8));
+        i32x4_add(dot16_widened(lo, x.0[0], x.0[1]), dot16_widened(hi, x.0[2], x.0[3]))
     }
 }
 
@@ -279,42 +323,50 @@ mod lanes {
         }
     }
 
+    /// An activation block widened to int16 once, for all the weight rows that use it.
+    pub struct Widened([__m128i; 4]);
+
+    impl Widened {
+        #[inline]
+        pub fn of(x: &[i8; 32]) -> Self {
+            // SAFETY: x holds 32 bytes; SSE2 baseline; loadu has no alignment requirement.
+            unsafe {
+                let (l0, h0) = widen(_mm_loadu_si128(x.as_ptr() as *const __m128i));
+                let (l1, h1) = widen(_mm_loadu_si128(x.as_ptr().add(16) as *const __m128i));
+                Widened([l0, h0, l1, h1])
+            }
+        }
+    }
+
     #[inline]
-    unsafe fn dot16(a: __m128i, b: __m128i) -> __m128i {
+    unsafe fn dot16_widened(a: __m128i, b_lo: __m128i, b_hi: __m128i) -> __m128i {
         // SAFETY (callers): SSE2 baseline.
         unsafe {
             let (alo, ahi) = widen(a);
-            let (blo, bhi) = widen(b);
-            _mm_add_epi32(_mm_madd_epi16(alo, blo), _mm_madd_epi16(ahi, bhi))
+            _mm_add_epi32(_mm_madd_epi16(alo, b_lo), _mm_madd_epi16(ahi, b_hi))
         }
     }
 
     #[inline]
-    pub fn i8_32(a: &[i8], b: &[i8]) -> Ints {
-        assert!(a.len() >= 32 && b.len() >= 32);
-        // SAFETY: both slices hold 32 bytes (checked); loadu has no alignment requirement.
+    pub fn i8_32_widened(a: &[i8; 32], x: &Widened) -> Ints {
+        // SAFETY: a holds 32 bytes; SSE2 baseline.
         unsafe {
             let a0 = _mm_loadu_si128(a.as_ptr() as *const __m128i);
             let a1 = _mm_loadu_si128(a.as_ptr().add(16) as *const __m128i);
-            let b0 = _mm_loadu_si128(b.as_ptr() as *const __m128i);
-            let b1 = _mm_loadu_si128(b.as_ptr().add(16) as *const __m128i);
-            _mm_add_epi32(dot16(a0, b0), dot16(a1, b1))
+            _mm_add_epi32(dot16_widened(a0, x.0[0], x.0[1]), dot16_widened(a1, x.0[2], x.0[3]))
         }
     }
 
     #[inline]
-    pub fn nibbles_32(n: &[u8], x: &[i8]) -> Ints {
-        assert!(n.len() >= 16 && x.len() >= 32);
-        // SAFETY: n holds 16 bytes and x 32 (checked).
+    pub fn nibbles_32_widened(n: &[u8; 16], x: &Widened) -> Ints {
+        // SAFETY: n holds 16 bytes; SSE2 baseline.
         unsafe {
             let packed = _mm_loadu_si128(n.as_ptr() as *const __m128i);
             let mask = _mm_set1_epi8(0x0F);
             let eight = _mm_set1_epi8(8);
             let lo = _mm_sub_epi8(_mm_and_si128(packed, mask), eight);
             let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), eight);
-            let x0 = _mm_loadu_si128(x.as_ptr() as *const __m128i);
-            let x1 = _mm_loadu_si128(x.as_ptr().add(16) as *const __m128i);
-            _mm_add_epi32(dot16(lo, x0), dot16(hi, x1))
+            _mm_add_epi32(dot16_widened(lo, x.0[0], x.0[1]), dot16_widened(hi, x.0[2], x.0[3]))
         }
     }
 
@@ -403,10 +455,30 @@ mod tests {
         let a: Vec<i8> = (0..32).map(|i| ((i * 37 + 11) % 255) as u8 as i8).collect();
         let b: Vec<i8> = (0..32).map(|i| ((i * 91 + 3) % 255) as u8 as i8).collect();
         let n: Vec<u8> = (0..16).map(|i| (i * 53 + 7) as u8).collect();
-        assert_eq!(super::lanes::to_array(super::lanes::i8_32(&a, &b)), super::portable::i8_32(&a, &b));
-        assert_eq!(super::lanes::to_array(super::lanes::nibbles_32(&n, &b)), super::portable::nibbles_32(&n, &b));
+        let (a32, b32, n16): ([i8; 32], [i8; 32], [u8; 16]) = (a.clone().try_into().unwrap(), b.clone().try_into().unwrap(), n.clone().try_into().unwrap());
+        let x = super::lanes::Widened::of(&b32);
+        assert_eq!(super::lanes::to_array(super::lanes::i8_32_widened(&a32, &x)), super::portable::i8_32(&a, &b));
+        assert_eq!(super::lanes::to_array(super::lanes::nibbles_32_widened(&n16, &x)), super::portable::nibbles_32(&n, &b));
         let extremes = [-128i8; 32];
-        assert_eq!(super::lanes::to_array(super::lanes::i8_32(&extremes, &extremes)), super::portable::i8_32(&extremes, &extremes));
+        let xe = super::lanes::Widened::of(&extremes);
+        assert_eq!(super::lanes::to_array(super::lanes::i8_32_widened(&extremes, &xe)), super::portable::i8_32(&extremes, &extremes));
+    }
+
+    #[test]
+    fn a_group_of_weight_rows_gives_each_row_the_bits_it_gets_alone() {
+        let (rows, cols) = (8, 96);
+        let mut x = QActivations::default();
+        x.quantize(&values(cols, 5), 1, cols);
+        let scales = values(rows * cols / BLOCK, 4);
+        let bytes: Vec<u8> = values(rows * cols, 6).iter().map(|v| (v * 127.0) as i8 as u8).collect();
+        let quants: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
+        let nibbles = &bytes[..rows * cols / 2];
+        let group = dot_q8::<ROWS>(&scales, &quants, 4, cols, &x.scales, &x.quants);
+        let alone: Vec<f32> = (4..8).map(|r| dot_q8::<1>(&scales, &quants, r, cols, &x.scales, &x.quants)[0]).collect();
+        assert_eq!(group.to_vec(), alone, "Q8_0");
+        let group = dot_q4::<ROWS>(&scales, nibbles, 4, cols, &x.scales, &x.quants);
+        let alone: Vec<f32> = (4..8).map(|r| dot_q4::<1>(&scales, nibbles, r, cols, &x.scales, &x.quants)[0]).collect();
+        assert_eq!(group.to_vec(), alone, "Q4_0");
     }
 
     #[test]
