@@ -104,7 +104,47 @@ model() {
   rm -rf "$MODEL_DIR" && mv "$MODEL_DIR.partial" "$MODEL_DIR"
 }
 
-# ---- the wasm build --------------------------------------------------------------------------
+# ---- the wasm builds --------------------------------------------------------------------------
+# www/pkg: one thread, stable Rust, runs everywhere (plain static hosts included).
+# www/pkg-threads: rayon on Web Workers over shared memory (nightly, +atomics, std rebuilt), used
+# by the worker when the page is cross-origin isolated. Both compute the same bits.
+# The linker must be told to share and import the memory and export the TLS symbols that
+# wasm-bindgen's thread support initialises each worker with.
+THREADS_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals \
+-C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
+-C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base"
+
+ensure_nightly_wasm() {
+  rustup toolchain list | grep -q '^nightly' || die "the threads build needs the nightly toolchain: rustup toolchain install nightly"
+  rustup component list --toolchain nightly --installed | grep -q '^rust-src' || {
+    say "adding rust-src to nightly (the threads build rebuilds std with atomics)"; rustup component add rust-src --toolchain nightly; }
+  rustup target list --toolchain nightly --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown --toolchain nightly
+}
+
+# wasm-bindgen, wasm-opt, the SIMD check and the build id: $1 the cargo output, $2 the folder in www/.
+package_wasm() {
+  local input=$1 out=www/$2 extra=${3:-}
+  rm -rf "$out.new"
+  wasm-bindgen --target web --no-typescript --out-dir "$out.new" "$input"
+  if [[ -x node_modules/.bin/wasm-opt ]]; then
+    say "wasm-opt -O3 ($2)"
+    # shellcheck disable=SC2086
+    node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue $extra \
+      "$out.new/attnscope_bg.wasm" -o "$out.new/attnscope_bg.opt.wasm"
+    mv "$out.new/attnscope_bg.opt.wasm" "$out.new/attnscope_bg.wasm"
+  fi
+  local simd_ops
+  simd_ops=$(node_modules/.bin/wasm-dis "$out.new/attnscope_bg.wasm" | grep -cE '\b(v128|i8x16|i16x8|i32x4|f32x4)\.' || true)
+  [[ "$simd_ops" -gt 100 ]] || die "$2: the wasm module has only $simd_ops SIMD instructions: simd128 was not enabled (check .cargo/config.toml)"
+  # One build id ties the JS glue to its wasm: the worker hashes the .wasm it fetched and compares.
+  local build_id
+  build_id=$(sha256sum "$out.new/attnscope_bg.wasm" | awk '{print $1}')
+  printf '\nexport const BUILD_ID = "%s";\n' "$build_id" >> "$out.new/attnscope.js"
+  rm -rf "$out" && mv "$out.new" "$out"
+  say "$out: $(du -h "$out/attnscope_bg.wasm" | cut -f1) wasm ($(gzip -9c "$out/attnscope_bg.wasm" | wc -c) bytes gzipped), $simd_ops SIMD instructions, build $build_id"
+}
+
 wasm() {
   ensure_wasm_target
   ensure_wasm_bindgen
@@ -112,24 +152,20 @@ wasm() {
   say "building the wasm module (release, simd128)"
   # .cargo/config.toml adds -C target-feature=+simd128 for this target.
   cargo build --release --target wasm32-unknown-unknown --lib
-  rm -rf www/pkg.new
-  wasm-bindgen --target web --no-typescript --out-dir www/pkg.new target/wasm32-unknown-unknown/release/attnscope.wasm
-  if [[ -x node_modules/.bin/wasm-opt ]]; then
-    say "wasm-opt -O3"
-    node_modules/.bin/wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
-      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
-      www/pkg.new/attnscope_bg.wasm -o www/pkg.new/attnscope_bg.opt.wasm
-    mv www/pkg.new/attnscope_bg.opt.wasm www/pkg.new/attnscope_bg.wasm
-  fi
-  local simd_ops
-  simd_ops=$(node_modules/.bin/wasm-dis www/pkg.new/attnscope_bg.wasm | grep -cE '\b(v128|i8x16|i16x8|i32x4|f32x4)\.' || true)
-  [[ "$simd_ops" -gt 100 ]] || die "the wasm module has only $simd_ops SIMD instructions: simd128 was not enabled (check .cargo/config.toml)"
-  # One build id ties the JS glue to its wasm: the worker hashes the .wasm it fetched and compares.
-  local build_id
-  build_id=$(sha256sum www/pkg.new/attnscope_bg.wasm | awk '{print $1}')
-  printf '\nexport const BUILD_ID = "%s";\n' "$build_id" >> www/pkg.new/attnscope.js
-  rm -rf www/pkg && mv www/pkg.new www/pkg
-  say "www/pkg: $(du -h www/pkg/attnscope_bg.wasm | cut -f1) wasm ($(gzip -9c www/pkg/attnscope_bg.wasm | wc -c) bytes gzipped), $simd_ops SIMD instructions, build $build_id"
+  package_wasm target/wasm32-unknown-unknown/release/attnscope.wasm pkg
+  ensure_nightly_wasm
+  say "building the threads wasm module (nightly, atomics, rayon on Web Workers)"
+  RUSTFLAGS="$THREADS_RUSTFLAGS" CARGO_TARGET_DIR=target/threads cargo +nightly build --release \
+    --target wasm32-unknown-unknown --lib --features threads -Z build-std=panic_abort,std
+  package_wasm target/threads/wasm32-unknown-unknown/release/attnscope.wasm pkg-threads --enable-threads
+  # wasm-bindgen-rayon starts its Web Workers from a blob: copy of its helper script (for CDN
+  # hosting), which a strict Content-Security-Policy (worker-src falling back to 'self') refuses,
+  # and the pool then waits forever. Our helper is same-origin: start the workers from its URL.
+  local helper
+  helper=$(find www/pkg-threads/snippets -name 'workerHelpers.no-bundler.js' | head -1)
+  [[ -n "$helper" ]] || die "www/pkg-threads: wasm-bindgen-rayon's worker helper is missing"
+  perl -0pi -e 's{let scriptBlob = await fetch\(import\.meta\.url\)\.then\(r => r\.blob\(\)\);\s*let url = URL\.createObjectURL\(scriptBlob\);}{const url = import.meta.url; // same-origin: no blob: URL (CSP)}' "$helper"
+  grep -q 'const url = import.meta.url;' "$helper" || die "$helper: could not make its workers same-origin (wasm-bindgen-rayon changed?)"
 }
 
 # ---- serving and testing ---------------------------------------------------------------------

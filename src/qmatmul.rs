@@ -84,18 +84,30 @@ pub fn matmul(w: &QWeights, rows: usize, cols: usize, x: &QActivations, out: &mu
             }
         }
     };
-    run_rows(rows, m, out, group_job);
+    run_rows(rows, m, cols, out, group_job);
 }
 
 /// Weight rows computed together by one call of the dot products.
 const ROWS: usize = 4;
 
-/// Spreads weight rows over threads natively; one thread in the browser (for now). `job(r0, n, dst)`
+/// Spreads weight rows over rayon's threads: natively, and in the browser's `threads` build (a
+/// pool of Web Workers); the plain browser build runs them in order on its one thread. Rows are
+/// split, never the sum inside a row, so every build computes the same bits. `job(r0, n, dst)`
 /// computes rows r0..r0+n (n ≤ ROWS) and hands each value to `dst(activation row, weight row, v)`.
-#[cfg(not(target_arch = "wasm32"))]
-fn run_rows(rows: usize, m: usize, out: &mut [f32], job: impl Fn(usize, usize, &mut dyn FnMut(usize, usize, f32)) + Sync) {
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: impl Fn(usize, usize, &mut dyn FnMut(usize, usize, f32)) + Sync) {
     use rayon::prelude::*;
     const ROWS_PER_TASK: usize = 64;
+    // Waking a browser's pool of Web Workers costs tens of microseconds, more than a one-token
+    // product with a 576-wide layer matrix takes on one core (measured: two threads made decoding
+    // slower). There only the big products go parallel: the output head, and prefill chunks.
+    const MIN_PARALLEL_WORK: usize = if cfg!(target_arch = "wasm32") { 1 << 22 } else { 0 };
+    if m * rows * cols < MIN_PARALLEL_WORK {
+        for g in (0..rows).step_by(ROWS) {
+            job(g, ROWS.min(rows - g), &mut |i, r, v| out[i * rows + r] = v);
+        }
+        return;
+    }
     // Columns of `out` are weight rows; collect per task, then scatter (tasks own disjoint rows).
     let chunks: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
@@ -119,8 +131,8 @@ fn run_rows(rows: usize, m: usize, out: &mut [f32], job: impl Fn(usize, usize, &
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-fn run_rows(rows: usize, _m: usize, out: &mut [f32], job: impl Fn(usize, usize, &mut dyn FnMut(usize, usize, f32))) {
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
+fn run_rows(rows: usize, _m: usize, _cols: usize, out: &mut [f32], job: impl Fn(usize, usize, &mut dyn FnMut(usize, usize, f32))) {
     for g in (0..rows).step_by(ROWS) {
         job(g, ROWS.min(rows - g), &mut |i, r, v| out[i * rows + r] = v);
     }

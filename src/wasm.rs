@@ -18,6 +18,24 @@ const WASM_MEMORY_LIMIT: u64 = 3 << 30;
 /// Positions the KV cache holds in the browser (~94 MB of f32 keys and values for SmolLM2).
 const BROWSER_CONTEXT: usize = 2048;
 
+/// The `threads` build's pool: `await initThreadPool(n)` once after `init`, before any Engine.
+/// (The re-export keeps the crate linked; its `#[wasm_bindgen]` export is what JS calls.)
+#[cfg(feature = "threads")]
+#[allow(unused_imports)]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// Threads the matrix products use: the pool's size in the `threads` build, else 1.
+#[wasm_bindgen]
+pub fn threads() -> usize {
+    if cfg!(feature = "threads") { rayon::current_num_threads() } else { 1 }
+}
+
+/// Bytes of wasm linear memory: it only grows, so this is the peak so far.
+#[wasm_bindgen]
+pub fn memory_bytes() -> f64 {
+    (core::arch::wasm32::memory_size(0) * 65536) as f64
+}
+
 #[wasm_bindgen]
 pub fn set_panic_hook() {
     console_error_panic_hook::set_once();

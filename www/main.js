@@ -11,6 +11,10 @@ import './views/head-grid.js';
 import './views/token-text.js';
 import './views/teach-tabs.js';
 
+// ?threads=1 runs the single-thread build even where threads are possible (to compare them);
+// without it the worker uses every core when the page is cross-origin isolated.
+const REQUESTED_THREADS = Number(new URLSearchParams(location.search).get('threads')) || undefined;
+
 const $ = (id) => document.getElementById(id);
 const OVERVIEW_SIZE = 24; // thumbnail cells per side in the all-heads grid
 const OVERVIEW_EVERY_MS = 1500; // the grid is refreshed at most this often during a generation
@@ -63,7 +67,7 @@ function loadModel(quant) {
     state.loadCallbacks = { resolve, reject };
   });
   state.loading.catch(() => {});
-  send(MSG.LOAD, { quant, base: MODEL_BASE });
+  send(MSG.LOAD, { quant, base: MODEL_BASE, threads: REQUESTED_THREADS });
   return state.loading;
 }
 
@@ -132,7 +136,7 @@ function onReady({ info, fromCache, loadMs, buildId }) {
   state.loadCallbacks?.resolve(info);
   state.loadCallbacks = null;
   $('loading').hidden = true;
-  $('model-status').textContent = `ready: ${info.n_layers} layers × ${info.n_heads} heads, ${info.quant} weights, loaded ${fromCache ? 'from the cache' : 'from the network'} in ${(loadMs / 1000).toFixed(1)} s`;
+  $('model-status').textContent = `ready: ${info.n_layers} layers × ${info.n_heads} heads, ${info.quant} weights, ${info.threads > 1 ? `${info.threads} threads` : 'one thread'}, loaded ${fromCache ? 'from the cache' : 'from the network'} in ${(loadMs / 1000).toFixed(1)} s`;
   $('build').textContent = buildId ? `build ${buildId.slice(0, 12)}` : '';
   $('capture-limit').textContent = String(info.capture_tokens);
   fillSelectors(info);

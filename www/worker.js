@@ -58,25 +58,31 @@ function describeError(e) {
   return { message: e?.message ?? String(e), fix: '', fatal: false };
 }
 
+/**
+ * Which build to run. The `threads` build (www/pkg-threads) needs SharedArrayBuffer, which a page
+ * only has when it is cross-origin isolated (COOP/COEP, as ./build.sh serve sends); everywhere else,
+ * embeds on plain static hosts included, the single-thread build (www/pkg) runs. Both compute the
+ * same bits, so the choice changes speed only.
+ */
+function chooseBuild(requested) {
+  const cores = navigator.hardwareConcurrency ?? 1;
+  const threads = Math.min(requested ?? cores, cores);
+  const canShare = self.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
+  return threads > 1 && canShare ? { dir: 'pkg-threads', threads } : { dir: 'pkg', threads: 1 };
+}
+
 /** Loads the glue, fetches the .wasm, checks that both are from the same build, instantiates once. */
-function ensureWasm() {
+function ensureWasm(build) {
   glueReady ??= (async () => {
     let module;
     try {
-      module = await import('./pkg/attnscope.js');
+      module = await instantiate(build);
     } catch (e) {
-      throw new FileError('pkg/attnscope.js', `the WebAssembly build could not be loaded (${e.message})`, 'build it on the server with ./build.sh build (or ./build.sh serve), then reload');
+      if (build.dir === 'pkg' || e instanceof FileError && e.message === STALE_BUILD) throw e;
+      // No threads build on this server (or the browser refused it): the plain build still works.
+      post(MSG.STATUS, { text: `running on one thread: the threads build did not start (${e.message})`, notice: true });
+      module = await instantiate({ dir: 'pkg', threads: 1 });
     }
-    const url = new URL('./pkg/attnscope_bg.wasm', import.meta.url);
-    const response = await fetch(url);
-    if (!response.ok) throw new FileError('pkg/attnscope_bg.wasm', `${url.pathname} answered ${response.status}`, 'build it on the server with ./build.sh build, then reload');
-    const bytes = await response.arrayBuffer();
-    // build.sh appends BUILD_ID (the SHA-256 of the .wasm) to the glue; a browser cache holding
-    // one file of one build and one of another would otherwise fail with an obscure LinkError.
-    if (!module.BUILD_ID || (await sha256(bytes)) !== module.BUILD_ID) {
-      throw new FileError('pkg/attnscope_bg.wasm', STALE_BUILD, RELOAD_FIX);
-    }
-    await module.default({ module_or_path: bytes });
     module.set_panic_hook();
     glue = module;
   })();
@@ -84,7 +90,32 @@ function ensureWasm() {
   return glueReady;
 }
 
-async function load({ quant = 'q8_0', base }) {
+async function instantiate({ dir, threads }) {
+  let module;
+  try {
+    module = await import(`./${dir}/attnscope.js`);
+  } catch (e) {
+    throw new FileError(`${dir}/attnscope.js`, `the WebAssembly build could not be loaded (${e.message})`, 'build it on the server with ./build.sh build (or ./build.sh serve), then reload');
+  }
+  const url = new URL(`./${dir}/attnscope_bg.wasm`, import.meta.url);
+  const response = await fetch(url);
+  if (!response.ok) throw new FileError(`${dir}/attnscope_bg.wasm`, `${url.pathname} answered ${response.status}`, 'build it on the server with ./build.sh build, then reload');
+  const bytes = await response.arrayBuffer();
+  // build.sh appends BUILD_ID (the SHA-256 of the .wasm) to the glue; a browser cache holding
+  // one file of one build and one of another would otherwise fail with an obscure LinkError.
+  if (!module.BUILD_ID || (await sha256(bytes)) !== module.BUILD_ID) {
+    throw new FileError(`${dir}/attnscope_bg.wasm`, STALE_BUILD, RELOAD_FIX);
+  }
+  await module.default({ module_or_path: bytes });
+  if (threads > 1) {
+    // A pool whose workers cannot start (a policy refusing them, say) would wait for ever.
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('its Web Workers did not start within 20 s')), 20_000));
+    await Promise.race([module.initThreadPool(threads), timeout]);
+  }
+  return module;
+}
+
+async function load({ quant = 'q8_0', base, threads }) {
   if (dead) throw new CrashError(dead); // a trapped instance cannot be trusted: a new worker is needed
   if (generating) throw new Error('a generation is running: stop it before switching weights');
   if (loading) throw new Error('the model is already loading: wait for it to finish');
@@ -92,7 +123,7 @@ async function load({ quant = 'q8_0', base }) {
   try {
     const started = performance.now();
     post(MSG.STATUS, { text: 'starting WebAssembly…' });
-    await ensureWasm();
+    await ensureWasm(chooseBuild(threads));
     // Give the old model's memory back to the allocator before the new weights arrive.
     engine?.free();
     engine = null;
@@ -106,7 +137,7 @@ async function load({ quant = 'q8_0', base }) {
     );
     post(MSG.STATUS, { text: 'building the model…' });
     engine = new glue.Engine(files['config.json'], files['tokenizer.json'], files[weightsName]);
-    info = JSON.parse(engine.info());
+    info = { ...JSON.parse(engine.info()), threads: glue.threads() };
     post(MSG.READY, { info, fromCache, loadMs: performance.now() - started, buildId: glue.BUILD_ID });
   } finally {
     loading = false;
@@ -151,6 +182,8 @@ async function generate({ id, prompt, options }) {
         decode_tok_s: decoded > 0 && decodeMs > 0 ? decoded / (decodeMs / 1000) : 0,
         ttft_ms: firstAt === null ? null : firstAt - t0, // prefill + the first step
         seed: options.seed,
+        threads: info.threads,
+        wasm_memory_bytes: glue.memory_bytes(),
       };
     };
     let reason;

@@ -1,6 +1,7 @@
 // ./build.sh bench — one run, same prompts, three engines:
 //   native   the attnscope CLI (both cores)
-//   ours     attnscope's wasm in headless Chromium, through the real page's worker (one thread)
+//   ours     attnscope's wasm in headless Chromium, through the real page's worker, one thread
+//            (?threads=1: the plain build) and two (the threads build, the page being isolated)
 //   wllama   llama.cpp's wasm (@wllama/wllama) in the same Chromium, one and two threads
 // Each figure is the median of RUNS runs; every comparison is a ratio within this run.
 // Writes target/bench/report.json and target/bench/report.md.
@@ -91,11 +92,11 @@ async function browser() {
   return { context, page: context.pages()[0] ?? (await context.newPage()), profile };
 }
 
-async function oursFigures(quant) {
+async function oursFigures(quant, threads) {
   const { context, page, profile } = await browser();
   try {
     let t0 = Date.now();
-    await page.goto(`${APP}/`);
+    await page.goto(`${APP}/?threads=${threads}`);
     if (quant !== 'q8_0') {
       await page.evaluate(() => window.attnscope.ready);
       t0 = Date.now();
@@ -121,7 +122,6 @@ async function oursFigures(quant) {
       long.push((await gen(PROMPTS.long)).stats);
     }
     const longContext = (await gen(`${SENTENCE.repeat(110)}It began`)).stats;
-    const memory = await page.evaluate(() => (performance.memory ? performance.memory.usedJSHeapSize : null));
     return {
       prompt_tokens: { short: short[0].prompt_tokens, long: long[0].prompt_tokens, long_context: longContext.prompt_tokens },
       prefill_short: median(short.map((s) => s.prefill_tok_s)),
@@ -131,7 +131,8 @@ async function oursFigures(quant) {
       ttft_ms: median(short.map((s) => s.ttft_ms)),
       cold_load_ms: coldMs,
       warm_load_ms: median(warm),
-      js_heap_bytes: memory,
+      threads: longContext.threads,
+      wasm_memory_bytes: longContext.wasm_memory_bytes,
     };
   } finally {
     await context.close();
@@ -179,8 +180,10 @@ const report = { machine, runs: RUNS, decode_tokens: DECODE, prompts: PROMPTS, w
 for (const q of ['q8_0', 'q4_0']) {
   log(`native ${q}`);
   report.native[q] = nativeFigures(q);
-  log(`ours in Chromium ${q}`);
-  report.ours[q] = await oursFigures(q);
+  for (const threads of [1, 2]) {
+    log(`ours in Chromium ${q}, ${threads} thread(s)`);
+    report.ours[`${q}_t${threads}`] = await oursFigures(q, threads);
+  }
 }
 const server = await peerServer();
 const base = `http://127.0.0.1:${server.address().port}`;
@@ -195,32 +198,35 @@ for (const threads of [1, 2]) {
 server.close();
 
 const ratio = (a, b) => (a && b ? `${round(a / b, 2)}×` : 'n/a');
-const w1 = report.wllama.t1 ?? {};
-const w2 = report.wllama.t2 ?? {};
+const ours = report.ours;
+const w = report.wllama;
 const rows = [
   ['prefill, short prompt (tok/s)', 'prefill_short'],
   ['prefill, ~256-token prompt (tok/s)', 'prefill_long'],
-  [`decode, ${DECODE} tokens (tok/s)`, 'decode'],
+  [`decode, ${DECODE} tokens, short context (tok/s)`, 'decode'],
   ['time to first token, short prompt (ms)', 'ttft_ms'],
 ];
 const md = [];
-md.push(`# attnscope benchmark`, '', `Machine: ${machine.cores} cores, ${machine.cpu}; ${machine.chromium}; load average at start ${machine.load}.`, `Medians of ${RUNS} runs. wllama runs the shipped GGUF (Q4_1); attnscope runs its q8_0 and q4_0 files of the same model.`, '');
-md.push('| figure | attnscope native q8_0 | attnscope wasm q8_0 | attnscope wasm q4_0 | wllama 1 thread (Q4_1) | wllama 2 threads (Q4_1) | wasm q8_0 / wllama 1t | wasm q4_0 / wllama 1t | wasm q8_0 / wllama 2t |');
-md.push('|---|---|---|---|---|---|---|---|---|');
+md.push('# attnscope benchmark', '', `Machine: ${machine.cores} cores, ${machine.cpu}; ${machine.chromium}; load average at start ${machine.load}.`, `Medians of ${RUNS} runs. wllama runs the shipped GGUF (Q4_1); attnscope runs its q8_0 and q4_0 files of the same model. "1t"/"2t": threads.`, '');
+md.push('| figure | native q8_0 (2t) | ours q8_0 1t | ours q8_0 2t | ours q4_0 1t | ours q4_0 2t | wllama 1t | wllama 2t | q8_0 1t / wllama 1t | q8_0 2t / wllama 2t | q4_0 1t / wllama 1t | q4_0 2t / wllama 2t |');
+md.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [label, key] of rows) {
-  const o8 = report.ours.q8_0[key];
-  const o4 = report.ours.q4_0[key];
-  const inverse = key === 'ttft_ms'; // lower is better: ratio peer / ours
-  md.push(`| ${label} | ${round(report.native.q8_0[key])} | ${round(o8)} | ${round(o4)} | ${round(w1[key])} | ${round(w2[key])} | ${inverse ? ratio(w1[key], o8) : ratio(o8, w1[key])} | ${inverse ? ratio(w1[key], o4) : ratio(o4, w1[key])} | ${inverse ? ratio(w2[key], o8) : ratio(o8, w2[key])} |`);
+  const lowerIsBetter = key === 'ttft_ms'; // then the ratio is peer / ours
+  const r = (o, p) => (lowerIsBetter ? ratio(p, o) : ratio(o, p));
+  const v = (x) => x?.[key];
+  md.push(`| ${label} | ${round(report.native.q8_0[key])} | ${round(v(ours.q8_0_t1))} | ${round(v(ours.q8_0_t2))} | ${round(v(ours.q4_0_t1))} | ${round(v(ours.q4_0_t2))} | ${round(v(w.t1))} | ${round(v(w.t2))} | ${r(v(ours.q8_0_t1), v(w.t1))} | ${r(v(ours.q8_0_t2), v(w.t2))} | ${r(v(ours.q4_0_t1), v(w.t1))} | ${r(v(ours.q4_0_t2), v(w.t2))} |`);
 }
-md.push('', '| other figure | q8_0 | q4_0 |', '|---|---|---|');
-md.push(`| attnscope wasm decode at ${report.ours.q8_0.prompt_tokens.long_context} tokens of context (tok/s), and as a share of short-context decode | ${round(report.ours.q8_0.decode_at_long_context)} (${Math.round((100 * report.ours.q8_0.decode_at_long_context) / report.ours.q8_0.decode)}%) | ${round(report.ours.q4_0.decode_at_long_context)} (${Math.round((100 * report.ours.q4_0.decode_at_long_context) / report.ours.q4_0.decode)}%) |`);
-md.push(`| attnscope wasm cold load to ready (network, ms) | ${report.ours.q8_0.cold_load_ms} | ${report.ours.q4_0.cold_load_ms} |`);
-md.push(`| attnscope wasm warm load to ready (Cache API, ms) | ${report.ours.q8_0.warm_load_ms} | ${report.ours.q4_0.warm_load_ms} |`);
-md.push(`| native decode with attention capture on / off | ${ratio(report.native.q8_0.decode_capture, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.decode_capture, report.native.q4_0.decode)} |`);
-md.push(`| native prefill ~256 tokens / native decode | ${ratio(report.native.q8_0.prefill_long, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.prefill_long, report.native.q4_0.decode)} |`);
-md.push(`| wllama load to ready (ms), 1 / 2 threads | ${round(w1.load_ms, 0)} / ${round(w2.load_ms, 0)} | |`);
-md.push('', `wasm: ${report.wasm_bytes} bytes, ${report.wasm_gzip_bytes} gzipped.`);
+md.push('', '| other figure | ours q8_0 1t | ours q8_0 2t | ours q4_0 1t | ours q4_0 2t |', '|---|---|---|---|---|');
+const each = (f) => ['q8_0_t1', 'q8_0_t2', 'q4_0_t1', 'q4_0_t2'].map((k) => f(ours[k])).join(' | ');
+md.push(`| decode at ${ours.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${each((o) => `${round(o.decode_at_long_context)} (${Math.round((100 * o.decode_at_long_context) / o.decode)}%)`)} |`);
+md.push(`| cold load to ready (network, ms) | ${each((o) => o.cold_load_ms)} |`);
+md.push(`| warm load to ready (Cache API, ms) | ${each((o) => o.warm_load_ms)} |`);
+md.push(`| peak wasm memory (MB) after the long-context run | ${each((o) => round(o.wasm_memory_bytes / 2 ** 20, 0))} |`);
+md.push('', '| native figure | q8_0 | q4_0 |', '|---|---|---|');
+md.push(`| decode with attention capture on / off | ${ratio(report.native.q8_0.decode_capture, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.decode_capture, report.native.q4_0.decode)} |`);
+md.push(`| prefill ~256 tokens / decode | ${ratio(report.native.q8_0.prefill_long, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.prefill_long, report.native.q4_0.decode)} |`);
+md.push(`| wllama load to ready (ms), 1 / 2 threads | ${round(w.t1?.load_ms, 0)} / ${round(w.t2?.load_ms, 0)} | |`);
+md.push('', `wasm: ${report.wasm_bytes} bytes, ${report.wasm_gzip_bytes} gzipped (single-thread build).`);
 mkdirSync(join(ROOT, 'target/bench'), { recursive: true });
 writeFileSync(join(ROOT, 'target/bench/report.json'), JSON.stringify(report, null, 2));
 writeFileSync(join(ROOT, 'target/bench/report.md'), `${md.join('\n')}\n`);

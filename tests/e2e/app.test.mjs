@@ -26,6 +26,9 @@ test('the page loads the model over HTTP, checks it and says it is ready', SLOW,
     { layers: info.n_layers, heads: info.n_heads, kv: info.n_kv_heads, capture: info.capture_tokens, quant: info.quant },
     { layers: 30, heads: 9, kv: 3, capture: 512, quant: 'q8_0' },
   );
+  // The test server sends COOP/COEP like ./build.sh serve: with two or more cores, the threads build runs.
+  const cores = await b.page.evaluate(() => navigator.hardwareConcurrency);
+  assert.equal(info.threads, cores > 1 ? cores : 1, `threads on ${cores} cores`);
   assert.match(await b.page.textContent('#model-status'), /ready: .*from the network/);
   assert.equal(await b.page.isHidden('#loading'), true, 'the progress bar is hidden once the model is ready');
   assert.equal(await bannerText(b.page), null);
@@ -45,6 +48,20 @@ test('greedy tokens in the browser equal the native CLI', SLOW, async (t) => {
   // The page shows the same run: the text, and the statistics line.
   assert.equal(await b.page.textContent('#output-text'), result.text);
   assert.equal(await b.page.textContent('#stat-tokens'), `${result.stats.prompt_tokens} + ${result.stats.generated_tokens}`);
+});
+
+test('the single-thread build (?threads=1) gives the same tokens as the threads build and the CLI', SLOW, async (t) => {
+  if (!ref) return t.skip('no native reference: set ATTNSCOPE_NATIVE_REF or build target/release/attnscope');
+  const page = await b.context.newPage();
+  try {
+    const single = await openApp(page, '/?threads=1');
+    assert.equal(single.threads, 1);
+    const result = await page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
+    assert.deepEqual(result.ids, ref.ids);
+    assert.equal(result.stats.threads, 1);
+  } finally {
+    await page.close();
+  }
 });
 
 test('the heatmap is drawn from real attention weights of the current sequence', SLOW, async () => {
@@ -255,10 +272,13 @@ test('a file that fails its SHA-256 check on download is named, not cached, and 
 });
 
 test('JavaScript and WebAssembly from different builds are reported as stale app files', SLOW, async () => {
-  const wasm = readFileSync(join(ROOT, 'www/pkg/attnscope_bg.wasm'));
-  const other = Buffer.from(wasm);
-  other[other.length - 1] ^= 0xff; // another build, as far as BUILD_ID can tell
-  await b.context.route('**/pkg/attnscope_bg.wasm', (route) => route.fulfill({ status: 200, contentType: 'application/wasm', body: other }));
+  // Either build (the worker picks the threads build on this isolated server), altered in one byte.
+  const wasmRoute = /\/(pkg|pkg-threads)\/attnscope_bg\.wasm$/;
+  await b.context.route(wasmRoute, (route) => {
+    const other = Buffer.from(readFileSync(join(ROOT, 'www', wasmRoute.exec(route.request().url())[1], 'attnscope_bg.wasm')));
+    other[other.length - 1] ^= 0xff; // another build, as far as BUILD_ID can tell
+    return route.fulfill({ status: 200, contentType: 'application/wasm', body: other });
+  });
   try {
     await b.page.goto(new URL('/', process.env.ATTNSCOPE_URL ?? 'http://127.0.0.1:8080').href);
     const failure = await b.page.evaluate(() => window.attnscope.ready.then(() => null, (e) => e.message));
@@ -267,7 +287,7 @@ test('JavaScript and WebAssembly from different builds are reported as stale app
     assert.match(banner, /Ctrl\+Shift\+R/);
     assert.doesNotMatch(banner, /LinkError/);
   } finally {
-    await b.context.unroute('**/pkg/attnscope_bg.wasm');
+    await b.context.unroute(wasmRoute);
   }
   await openApp(b.page);
 });

@@ -169,11 +169,14 @@ test('a file whose SHA-256 does not match the manifest is refused, named and not
 });
 
 test('stale JavaScript glue beside a new wasm is explained, not a LinkError', async () => {
-  const glue = readFileSync(join(ROOT, 'www/pkg/attnscope.js'), 'utf8').replace(/BUILD_ID = "[0-9a-f]+"/, `BUILD_ID = "${'f'.repeat(64)}"`);
-  faults.set('/pkg/attnscope.js', (req, res) => {
-    res.writeHead(200, { 'content-type': 'text/javascript', 'content-security-policy': CSP }).end(glue);
-    return true;
-  });
+  // Both builds: this server is cross-origin isolated, so the worker picks the threads build.
+  for (const dir of ['pkg', 'pkg-threads']) {
+    const glue = readFileSync(join(ROOT, `www/${dir}/attnscope.js`), 'utf8').replace(/BUILD_ID = "[0-9a-f]+"/, `BUILD_ID = "${'f'.repeat(64)}"`);
+    faults.set(`/${dir}/attnscope.js`, (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/javascript', 'content-security-policy': CSP }).end(glue);
+      return true;
+    });
+  }
   try {
     await withPage(async (page) => {
       const r = await loadOutcome(page);
