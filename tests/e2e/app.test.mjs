@@ -297,7 +297,8 @@ test('a crash in the engine offers a restart that keeps the prompt and the text'
   const before = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 6, temperature: 0 }));
   // A real Rust panic cannot be provoked from outside, so the worker is made to see exactly what
   // one looks like: the panic hook's console.error, then a RuntimeError from the engine call.
-  const worker = page.workers().at(-1);
+  // The app's worker, not one of the threads build's pool workers (also listed by Playwright).
+  const worker = page.workers().filter((w) => new URL(w.url()).pathname.endsWith('/worker.js')).at(-1);
   await worker.evaluate(() => {
     const parse = JSON.parse;
     JSON.parse = (text, ...rest) => {
