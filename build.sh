@@ -201,7 +201,9 @@ case "$cmd" in
     export ATTNSCOPE_URL="http://127.0.0.1:$PORT"
     say "browser tests (headless chromium)"
     node --test --test-concurrency=1 tests/e2e/ ;;
-  bench) model; wasm; native_bins; ensure_chromium; start_server; node tests/bench/bench.mjs ;;
+  bench)
+    model; wasm; native_bins; ensure_chromium; start_server
+    ATTNSCOPE_URL="http://127.0.0.1:$PORT" node tests/bench/bench.mjs ;;
   fuzz) ensure_cargo_fuzz || die "cargo-fuzz needs the nightly toolchain"; fuzz_run "${FUZZ_SECONDS:-60}" ;;
   longrun) model; cargo test --release --test long_run -- --ignored --nocapture ;;
   *) die "unknown command '$cmd': use serve, test, build, model, bench, fuzz or longrun" ;;
