@@ -84,18 +84,28 @@ pub fn matmul(w: &QWeights, rows: usize, cols: usize, x: &QActivations, out: &mu
             }
         }
     };
-    run_rows(rows, m, cols, out, group_job);
+    run_rows(rows, m, cols, out, &group_job);
 }
 
 /// Weight rows computed together by one call of the dot products.
 const ROWS: usize = 4;
 
+/// `job(r0, n, dst)` computes weight rows r0..r0+n (n ≤ ROWS) and hands each value to
+/// `dst(activation row, weight row, v)`; `out` is (m, rows).
+type RowJob<'a> = dyn Fn(usize, usize, &mut dyn FnMut(usize, usize, f32)) + Sync + 'a;
+
+/// Every row group in order, on this thread.
+fn run_rows_serial(rows: usize, out: &mut [f32], job: &RowJob) {
+    for g in (0..rows).step_by(ROWS) {
+        job(g, ROWS.min(rows - g), &mut |i, r, v| out[i * rows + r] = v);
+    }
+}
+
 /// Spreads weight rows over rayon's threads: natively, and in the browser's `threads` build (a
 /// pool of Web Workers); the plain browser build runs them in order on its one thread. Rows are
-/// split, never the sum inside a row, so every build computes the same bits. `job(r0, n, dst)`
-/// computes rows r0..r0+n (n ≤ ROWS) and hands each value to `dst(activation row, weight row, v)`.
+/// split, never the sum inside a row, so every build computes the same bits.
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: impl Fn(usize, usize, &mut dyn FnMut(usize, usize, f32)) + Sync) {
+fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: &RowJob) {
     use rayon::prelude::*;
     const ROWS_PER_TASK: usize = 64;
     // Waking a browser's pool of Web Workers costs tens of microseconds, more than a one-token
@@ -103,9 +113,17 @@ fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: impl Fn(us
     // slower). There only the big products go parallel: the output head, and prefill chunks.
     const MIN_PARALLEL_WORK: usize = if cfg!(target_arch = "wasm32") { 1 << 22 } else { 0 };
     if m * rows * cols < MIN_PARALLEL_WORK {
-        for g in (0..rows).step_by(ROWS) {
-            job(g, ROWS.min(rows - g), &mut |i, r, v| out[i * rows + r] = v);
-        }
+        return run_rows_serial(rows, out, job);
+    }
+    if m == 1 {
+        // One activation row (a decode step): `out` is the weight rows themselves, so each task
+        // writes its own slice, with nothing allocated per token.
+        out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(c, slice)| {
+            let r0 = c * ROWS_PER_TASK;
+            for g in (0..slice.len()).step_by(ROWS) {
+                job(r0 + g, ROWS.min(slice.len() - g), &mut |_, r, v| slice[r - r0] = v);
+            }
+        });
         return;
     }
     // Columns of `out` are weight rows; collect per task, then scatter (tasks own disjoint rows).
@@ -122,8 +140,7 @@ fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: impl Fn(us
         })
         .collect();
     for (r0, local) in chunks {
-        let n = local.len() / m.max(1);
-        for k in 0..n {
+        for k in 0..local.len() / m {
             for i in 0..m {
                 out[i * rows + r0 + k] = local[k * m + i];
             }
@@ -132,10 +149,8 @@ fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: impl Fn(us
 }
 
 #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-fn run_rows(rows: usize, _m: usize, _cols: usize, out: &mut [f32], job: impl Fn(usize, usize, &mut dyn FnMut(usize, usize, f32))) {
-    for g in (0..rows).step_by(ROWS) {
-        job(g, ROWS.min(rows - g), &mut |i, r, v| out[i * rows + r] = v);
-    }
+fn run_rows(rows: usize, _m: usize, _cols: usize, out: &mut [f32], job: &RowJob) {
+    run_rows_serial(rows, out, job)
 }
 
 // The dot products. Each block's 32 integer products are summed into four lanes, lane k holding
