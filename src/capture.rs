@@ -124,9 +124,57 @@ impl AttentionCapture {
     }
 }
 
+/// Floats per head in `head_stats`.
+pub const HEAD_STATS: usize = 5;
+
+/// One head's pattern (t × t, row-major, rows sum to 1) summarised as the mean over the query
+/// rows 1..t (row 0 can only attend to itself, so it says nothing about the head) of:
+/// [entropy in nats, weight on the first token, on the previous token, on itself, on every key
+/// whose token id equals the query's (itself included)]. `ids` are the sequence's token ids
+/// (a query beyond them matches nothing). All zeros when t < 2.
+pub fn head_stats(m: &[f32], t: usize, ids: &[u32]) -> [f32; HEAD_STATS] {
+    if t < 2 {
+        return [0.0; HEAD_STATS];
+    }
+    let mut acc = [0f64; HEAD_STATS];
+    for i in 1..t {
+        let row = &m[i * t..i * t + i + 1]; // keys 0..=i; the rest is masked
+        let entropy: f64 = row.iter().filter(|&&p| p > 0.0).map(|&p| -(p as f64) * (p as f64).ln()).sum();
+        let same: f64 = match ids.get(i) {
+            Some(&query) => row.iter().zip(ids).filter(|&(_, &id)| id == query).map(|(&p, _)| p as f64).sum(),
+            None => 0.0,
+        };
+        acc[0] += entropy;
+        acc[1] += row[0] as f64;
+        acc[2] += row[i - 1] as f64;
+        acc[3] += row[i] as f64;
+        acc[4] += same;
+    }
+    acc.map(|v| (v / (t - 1) as f64) as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_stats_of_a_previous_token_head_and_a_first_token_head() {
+        // t = 3, tokens [7, 8, 7]. Row 0 is skipped; rows 1 and 2 are averaged.
+        let ids = [7, 8, 7];
+        let previous = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let [entropy, first, prev, itself, same] = head_stats(&previous, 3, &ids);
+        assert_eq!((entropy, prev, itself, same), (0.0, 1.0, 0.0, 0.0));
+        assert_eq!(first, 0.5, "row 1's previous token is the first token");
+        let first_token = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        let [_, first, _, _, same] = head_stats(&first_token, 3, &ids);
+        assert_eq!(first, 1.0);
+        assert_eq!(same, 0.5, "row 2 (token 7) puts all its weight on token 0, also a 7");
+        let even = [1.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.25, 0.25, 0.5];
+        let [entropy, ..] = head_stats(&even, 3, &ids);
+        let expected = (2.0f64.ln() + (2.0 * 0.25 * 4.0f64.ln() + 0.5 * 2.0f64.ln())) / 2.0;
+        assert!((entropy as f64 - expected).abs() < 1e-6, "{entropy} vs {expected}");
+        assert_eq!(head_stats(&[1.0], 1, &ids), [0.0; HEAD_STATS], "one token says nothing");
+    }
 
     #[test]
     fn rows_fill_a_lower_triangle_and_nothing_beyond_the_window() {

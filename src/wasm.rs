@@ -8,6 +8,7 @@
 
 use wasm_bindgen::prelude::*;
 
+use crate::capture::{HEAD_STATS, head_stats};
 use crate::generate::{GenerateOptions, Generation};
 use crate::loader::{LoadOptions, load};
 use crate::model::{DEFAULT_CAPTURE_WINDOW, Transformer};
@@ -191,7 +192,7 @@ impl Engine {
 
     /// Summary statistics of every head, so "kinds of heads" can be found without sending
     /// 270 matrices to the page: `HEAD_STATS` floats per (layer, head), layer-major, see
-    /// `head_stats_of`. Computed over the captured rows of the current sequence.
+    /// `capture::head_stats`. Computed over the captured rows of the current sequence.
     pub fn head_stats(&self) -> Result<js_sys::Float32Array, JsError> {
         let c = &self.model.config;
         let cap = self.model.capture().ok_or_else(|| js_err("attention capture is off"))?;
@@ -200,7 +201,7 @@ impl Engine {
         for l in 0..c.n_layers {
             for h in 0..c.n_heads {
                 let (t, m) = cap.pattern(l, h); // (t, t)
-                out.extend_from_slice(&head_stats_of(&m, t, ids));
+                out.extend_from_slice(&head_stats(&m, t, ids));
             }
         }
         Ok(js_sys::Float32Array::from(out.as_slice()))
@@ -221,32 +222,6 @@ impl Engine {
         }
         Ok(js_sys::Float32Array::from(out.as_slice()))
     }
-}
-
-/// Floats per head in `Engine::head_stats`.
-pub const HEAD_STATS: usize = 5;
-
-/// One head's pattern (t × t, row-major, rows sum to 1) summarised as the mean over the query
-/// rows 1..t (row 0 can only attend to itself, so it says nothing about the head) of:
-/// [entropy in nats, weight on the first token, on the previous token, on itself, on every key
-/// whose token id equals the query's (itself included)]. `ids` are the sequence's token ids.
-/// All zeros when t < 2.
-pub fn head_stats_of(m: &[f32], t: usize, ids: &[u32]) -> [f32; HEAD_STATS] {
-    let mut acc = [0f64; HEAD_STATS];
-    if t < 2 {
-        return [0.0; HEAD_STATS];
-    }
-    for i in 1..t {
-        let row = &m[i * t..i * t + i + 1]; // keys 0..=i; the rest is masked
-        let entropy: f64 = row.iter().filter(|&&p| p > 0.0).map(|&p| -(p as f64) * (p as f64).ln()).sum();
-        let same: f64 = row.iter().enumerate().filter(|&(j, _)| ids.get(j).is_some() && ids.get(j) == ids.get(i)).map(|(_, &p)| p as f64).sum();
-        acc[0] += entropy;
-        acc[1] += row[0] as f64;
-        acc[2] += row[i - 1] as f64;
-        acc[3] += row[i] as f64;
-        acc[4] += same;
-    }
-    acc.map(|v| (v / (t - 1) as f64) as f32)
 }
 
 fn softmax(logits: &[f32]) -> Vec<f32> {
