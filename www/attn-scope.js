@@ -7,7 +7,8 @@
 // of share.js (attributes here, URL parameters in embed.html and index.html), so the same prompt,
 // seed and settings give the same tokens and the same picture on every machine. Everything it
 // loads is found relative to this module's URL. The element keeps to its own light DOM and its
-// own stylesheet (scope.css, scoped to `attn-scope`), so it does not restyle the host page.
+// own stylesheet (scope.css; its colours are set on `attn-scope`, its class rules are not
+// prefixed, see there).
 //
 // Each element runs its own worker and model (~250 MB of memory while loaded): a page with many
 // should leave `autorun` off so that only the ones a reader starts are loaded.
@@ -15,7 +16,8 @@
 import { MSG } from './protocol.js';
 import { MODEL_BASE, WorkerClient, engineOptions } from './client.js';
 import { FIELD_NAMES, readSettings, elementSnippet, iframeSnippet, viewLink, copyText } from './share.js';
-import { displayMatrix, SINK_MODES } from './heatmap.js';
+import { SINK_MODES } from './heatmap.js';
+import { make } from './views/teach-dom.js';
 import { patternCSV, patternJSON, patternPNG, patternSVG, exportName, download } from './export.js';
 import './views/attention-heatmap.js';
 import './views/token-text.js';
@@ -32,12 +34,6 @@ function ensureStylesheet() {
   document.head.append(link);
 }
 
-const make = (tag, className, text) => {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-};
 
 let counter = 0;
 
@@ -79,6 +75,8 @@ export class AttnScope extends HTMLElement {
   }
 
   disconnectedCallback() {
+    // A run in progress ends with its worker, so start() can finish and Run works on re-insertion.
+    if (this.run && !this.run.finished) this.run.reject(new Error('the element was removed from the page'));
     this.client?.stop();
     this.client = null;
     this.loaded = null;
@@ -387,7 +385,7 @@ export class AttnScope extends HTMLElement {
       const d = await this.client.request(MSG.ATTENTION, { layer, head });
       this.pattern = { layer, head, size: d.size, tokens: d.tokens, weights: d.weights };
       this.heatmap.show(this.pattern);
-      this.legend.show({ sink: this.settings.sink, max: displayMatrix(d.weights, d.size, { sink: this.settings.sink }).max });
+      this.legend.show({ sink: this.settings.sink, max: this.heatmap.display?.max ?? null }); // the range show() just computed
       const run = this.run;
       const labels = [...run.promptTokens, ...run.labels];
       this.text.show(labels, run.promptTokens.length, d.size, (i) => (i < d.size ? d.weights.subarray(i * d.size, i * d.size + i + 1) : null));

@@ -49,8 +49,7 @@ export function inkOn(t) {
  * over the remaining keys; 'clip' keeps the numbers but takes the colour range from the other
  * columns, so a dominant first column no longer darkens everything else.
  */
-export function displayMatrix(weights, size, { sink = 'show', hideSink = false } = {}) {
-  if (hideSink) sink = 'hide';
+export function displayMatrix(weights, size, { sink = 'show' } = {}) {
   const out = new Float32Array(size * size);
   let max = 0;
   for (let i = 0; i < size; i++) {

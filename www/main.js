@@ -3,7 +3,7 @@
 
 import { MSG } from './protocol.js';
 import { MODEL_BASE, WorkerClient, engineOptions, randomSeed } from './client.js';
-import { displayMatrix, SINK_MODES } from './heatmap.js';
+import { SINK_MODES } from './heatmap.js';
 import { FIELD_NAMES, readSettings, viewLink, elementSnippet, iframeSnippet, copyText } from './share.js';
 import { patternCSV, patternJSON, patternPNG, patternSVG, exportName, download } from './export.js';
 import './views/attention-heatmap.js';
@@ -297,7 +297,7 @@ async function refreshAttention({ overview = false } = {}) {
     const data = await fetchAttention(layer, head);
     state.pattern = data;
     $('heatmap').show(data);
-    $('legend').show({ sink: state.sink, max: data.size ? displayMatrix(data.weights, data.size, { sink: state.sink }).max : null });
+    $('legend').show({ sink: state.sink, max: $('heatmap').display?.max ?? null }); // the range show() just computed
     describeCapture(data);
     const text = state.textMode === 'mean' ? await fetchAttention(layer, head, true) : data;
     const run = shownRun();
@@ -311,10 +311,7 @@ async function refreshAttention({ overview = false } = {}) {
       const grid = await request(MSG.OVERVIEW, { size: OVERVIEW_SIZE });
       $('head-grid').show(grid, state.selection, state.info.n_kv_heads);
     }
-    await $('teach').refresh({
-      request, layer, head, query: state.query, size: data.size,
-      promptLength: run?.promptTokens.length ?? 0, predictions: run?.predictions ?? [], options: run?.options, live: !!state.run,
-    });
+    await refreshTeaching();
   } catch {
     // A refresh racing a restart or a new prompt is harmless: the next token redraws.
   } finally {
@@ -323,6 +320,16 @@ async function refreshAttention({ overview = false } = {}) {
     state.refreshAgain = null;
     if (again) refreshAttention(again);
   }
+}
+
+/** The open teaching tab, for the pattern on show (a tab switch needs nothing else fetched). */
+function refreshTeaching() {
+  const run = shownRun();
+  const { layer, head } = state.selection;
+  return $('teach').refresh({
+    request, layer, head, query: state.query, size: state.pattern?.size ?? 0,
+    promptLength: run?.promptTokens.length ?? 0, predictions: run?.predictions ?? [], options: run?.options, live: !!state.run,
+  }).catch(() => {}); // racing a restart or a new prompt: the next token redraws
 }
 
 /** Says when the heatmap shows fewer tokens than the sequence has, and why. */
@@ -458,7 +465,7 @@ function wire() {
   $('zoom').addEventListener('input', () => $('heatmap').setZoom(Number($('zoom').value)));
   $('sink').addEventListener('change', () => setSink($('sink').value));
   $('heatmap').addEventListener('cellselect', (e) => { state.query = e.detail.i; });
-  $('teach').addEventListener('viewchange', () => refreshAttention());
+  $('teach').addEventListener('viewchange', () => refreshTeaching());
   $('teach').addEventListener('headselect', (e) => select(e.detail.layer, e.detail.head));
   $('copy-embed').addEventListener('click', () => share('embed'));
   $('copy-link').addEventListener('click', () => share('link'));
@@ -583,7 +590,7 @@ window.attnscope = {
   /** Generates with the same worker and UI as the Generate button. Resolves to {ids, text, stats}. */
   async generate({ prompt, chat = false, maxTokens = 64, temperature = 0, topK = null, topP = null, repeatPenalty = 1.1, seed = null, quant = null } = {}) {
     if (typeof prompt !== 'string') throw new TypeError('generate({prompt}) needs the prompt as a string');
-    const opts = { chat, max_tokens: maxTokens, temperature, top_k: topK, top_p: topP, repeat_penalty: repeatPenalty, repeat_last_n: 64, seed: seed ?? randomSeed() };
+    const opts = engineOptions({ chat, maxTokens, temperature, topK, topP, repeatPenalty, seed: seed ?? randomSeed() });
     if (!state.run) reflectOptions(prompt, opts, seed != null);
     return generate(prompt, opts, quant);
   },

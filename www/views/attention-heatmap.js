@@ -89,10 +89,6 @@ export class AttentionHeatmap extends HTMLElement {
     this.draw();
   }
 
-  setHideSink(hide) {
-    this.setSink(hide ? 'hide' : 'show');
-  }
-
   /** Renders the pattern image and the layout (on data, zoom, sink or theme changes), then paints. */
   draw() {
     if (!this.canvas) return;
@@ -106,6 +102,7 @@ export class AttentionHeatmap extends HTMLElement {
     if (!d || !d.size) {
       this.layout = null;
       this.cells = null;
+      this.display = null;
       this.sizer.style.width = '320px';
       this.sizer.style.height = '60px';
       this.fit();

@@ -3,7 +3,7 @@
 // and the weighted sum of the values. Its weight column equals the heatmap's row.
 
 import { showToken } from '../heatmap.js';
-import { empty, fmt, make, shaded, table } from './teach-dom.js';
+import { empty, fmt, make, noteRow, scrollRegion, shaded, table } from './teach-dom.js';
 
 export class AttentionSteps extends HTMLElement {
   connectedCallback() {
@@ -47,17 +47,9 @@ export class AttentionSteps extends HTMLElement {
       body.append(tr);
     }
     if (size !== undefined && size > i + 1) {
-      const tr = make('tr', 'masked');
-      const td = make('td', '', `keys ${i + 1}…${size - 1}: masked (the future), s_j = −∞, w_j = 0`);
-      td.colSpan = 8;
-      tr.append(td);
-      body.append(tr);
+      body.append(noteRow('masked', `keys ${i + 1}…${size - 1}: masked (the future), s_j = −∞, w_j = 0`, 8));
     }
-    const scroll = make('div', 'teach-scroll');
-    scroll.tabIndex = 0;
-    scroll.setAttribute('role', 'region');
-    scroll.setAttribute('aria-label', 'the step-by-step table');
-    scroll.append(t);
+    const scroll = scrollRegion('the step-by-step table', t);
     const out = make('details', 'teach-out');
     out.append(make('summary', '', `Output: Σ_j w_j v_j (${d} numbers)`), make('p', 'mono', `[${e.out.map((v) => fmt(v, 3)).join(', ')}]`));
     this.replaceChildren(intro, steps, scroll, out);

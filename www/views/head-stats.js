@@ -24,8 +24,15 @@ export class HeadStats extends HTMLElement {
 
   /** data: {stats (Float32Array layers·heads·names), names, layers, heads, size}. */
   show(data, selected) {
-    this.data = data;
     if (selected) this.selected = { ...selected };
+    if (this.canvases && sameStats(this.data, data)) {
+      // Only the chosen head moved (a click or an arrow key here, or the app's selectors): keep
+      // the charts, and with them the keyboard focus, and move the mark.
+      this.draw();
+      return;
+    }
+    this.data = data;
+    this.canvases = null;
     if (!data || data.size < 2) return empty(this, 'Generate to compare the heads.');
     const { names, layers, heads, size } = data;
     const value = (l, h, k) => data.stats[(l * heads + h) * names.length + k];
@@ -129,5 +136,7 @@ export class HeadStats extends HTMLElement {
     this.dispatchEvent(new CustomEvent('headselect', { detail: { layer, head }, bubbles: true }));
   }
 }
+
+const sameStats = (a, b) => !!a && !!b && a.size === b.size && a.stats.length === b.stats.length && a.stats.every((v, i) => v === b.stats[i]);
 
 customElements.define('head-stats', HeadStats);

@@ -2,7 +2,7 @@
 // each layer (Engine.logit_lens): what each layer "would say" next. Layers down, top tokens across.
 
 import { showToken } from '../heatmap.js';
-import { empty, fmt, make, shaded, table } from './teach-dom.js';
+import { empty, fmt, make, scrollRegion, shaded, table } from './teach-dom.js';
 
 export class LogitLens extends HTMLElement {
   connectedCallback() {
@@ -30,12 +30,7 @@ export class LogitLens extends HTMLElement {
       }
       body.append(tr);
     }
-    const scroll = make('div', 'teach-scroll');
-    scroll.tabIndex = 0;
-    scroll.setAttribute('role', 'region');
-    scroll.setAttribute('aria-label', 'logit lens table');
-    scroll.append(t);
-    this.replaceChildren(lead, scroll);
+    this.replaceChildren(lead, scrollRegion('logit lens table', t));
   }
 }
 

@@ -3,7 +3,7 @@
 // temperature, top-k, top-p), and which token was sampled (Engine.predictions, kept per step).
 
 import { showToken } from '../heatmap.js';
-import { empty, fmt, make, shaded, table } from './teach-dom.js';
+import { empty, fmt, make, noteRow, scrollRegion, shaded, table } from './teach-dom.js';
 
 export class PredictionTable extends HTMLElement {
   connectedCallback() {
@@ -64,18 +64,9 @@ export class PredictionTable extends HTMLElement {
       body.append(tr);
     });
     if (!p.top.some((c) => c.id === p.sampled)) {
-      const tr = make('tr', 'sampled');
-      const td = make('td', '', `sampled: “${showToken(p.sampled_label)}” (outside the raw top ${p.top.length}: the settings moved it up)`);
-      td.colSpan = 7;
-      tr.append(td);
-      body.append(tr);
+      body.append(noteRow('sampled', `sampled: “${showToken(p.sampled_label)}” (outside the raw top ${p.top.length}: the settings moved it up)`, 7));
     }
-    const scroll = make('div', 'teach-scroll');
-    scroll.tabIndex = 0;
-    scroll.setAttribute('role', 'region');
-    scroll.setAttribute('aria-label', 'candidates table');
-    scroll.append(t);
-    this.body.replaceChildren(lead, scroll);
+    this.body.replaceChildren(lead, scrollRegion('candidates table', t));
   }
 }
 

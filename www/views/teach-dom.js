@@ -36,6 +36,25 @@ export function table(caption, headers) {
   return { table: t, body };
 }
 
+/** A table in a keyboard-scrollable region (wide tables scroll inside it on a phone). */
+export function scrollRegion(label, table) {
+  const scroll = make('div', 'teach-scroll');
+  scroll.tabIndex = 0;
+  scroll.setAttribute('role', 'region');
+  scroll.setAttribute('aria-label', label);
+  scroll.append(table);
+  return scroll;
+}
+
+/** A table row of one cell across `span` columns, carrying a note. */
+export function noteRow(className, text, span) {
+  const tr = make('tr', className);
+  const td = make('td', '', text);
+  td.colSpan = span;
+  tr.append(td);
+  return tr;
+}
+
 export function empty(host, text) {
   host.replaceChildren(make('p', 'hint', text));
 }

@@ -8,6 +8,7 @@
 // token-list.js, head-stats.js).
 
 import { MSG } from '../protocol.js';
+import { empty } from './teach-dom.js';
 import './attention-steps.js';
 import './prediction-table.js';
 import './logit-lens.js';
@@ -127,10 +128,7 @@ export class TeachTabs extends HTMLElement {
         view.show(await source.request(MSG.HEAD_STATS), { layer: source.layer, head: source.head });
       }
     } catch (e) {
-      const p = document.createElement('p');
-      p.className = 'hint';
-      p.textContent = `This view could not be computed: ${e.message}`;
-      view.replaceChildren(p);
+      empty(view, `This view could not be computed: ${e.message}`);
     }
   }
 }
