@@ -57,8 +57,10 @@ FUZZ_TARGETS=(safetensors config_manifest gguf)
 
 # cargo-fuzz needs the nightly toolchain (for the sanitizer flags); both are checked, cargo-fuzz
 # installed if missing. Returns 1 when fuzzing is not possible here.
+have_nightly() { rustup toolchain list | grep -q '^nightly'; }
+
 ensure_cargo_fuzz() {
-  rustup toolchain list | grep -q '^nightly' || { say "no nightly toolchain: cannot fuzz (rustup toolchain install nightly)"; return 1; }
+  have_nightly || { say "no nightly toolchain: cannot fuzz (rustup toolchain install nightly)"; return 1; }
   if ! cargo fuzz --version >/dev/null 2>&1; then
     say "installing cargo-fuzz"
     cargo install cargo-fuzz --locked || cargo install cargo-fuzz || return 1
@@ -115,7 +117,7 @@ THREADS_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-glo
 -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base"
 
 ensure_nightly_wasm() {
-  rustup toolchain list | grep -q '^nightly' || die "the threads build needs the nightly toolchain: rustup toolchain install nightly"
+  have_nightly || die "the threads build needs the nightly toolchain: rustup toolchain install nightly"
   rustup component list --toolchain nightly --installed | grep -q '^rust-src' || {
     say "adding rust-src to nightly (the threads build rebuilds std with atomics)"; rustup component add rust-src --toolchain nightly; }
   rustup target list --toolchain nightly --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown --toolchain nightly
