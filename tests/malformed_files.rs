@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use attnscope::config::{Config, ConfigError};
 use attnscope::format::{FormatError, GgmlKind, MAX_HEADER_BYTES, QSafetensors, TensorToWrite, write};
-use attnscope::loader::{LoadError, LoadOptions, load, load_folder};
+use attnscope::loader::{LoadError, LoadOptions, load, load_folder, weights_file_name};
 use attnscope::manifest::{Manifest, ManifestError, verify_folder};
 use attnscope::model::ModelError;
 use attnscope::tokenizer::{TextTokenizer, TokenizerError};
@@ -413,11 +413,17 @@ fn a_context_that_cannot_fit_in_memory_is_refused_with_the_figures_before_alloca
 
 #[test]
 fn the_head_layout_is_written_by_the_converter_and_read_back() {
-    let c = config();
-    let st_bytes = valid();
-    let st = QSafetensors::read(FILE, &st_bytes).unwrap();
-    for (k, v) in layout_metadata(&c) {
-        assert_eq!(st.metadata.get(&k), Some(&v));
+    // Through the converter itself (the tests' own writer adds the same keys, so it proves nothing).
+    let f = Folder::new("layout-out");
+    let imported = attnscope::convert::import_gguf_bytes(std::path::Path::new("tiny.gguf"), &gguf()).unwrap();
+    attnscope::convert::write_folder(&imported, f.path(), "tiny", &GgmlKind::ALL).unwrap();
+    let config = Config::from_json(&std::fs::read(f.path().join("config.json")).unwrap()).unwrap();
+    for kind in GgmlKind::ALL {
+        let bytes = std::fs::read(f.path().join(weights_file_name(kind))).unwrap();
+        let st = QSafetensors::read(FILE, &bytes).unwrap();
+        for (k, v) in layout_metadata(&config) {
+            assert_eq!(st.metadata.get(&k), Some(&v), "{kind:?}: {k}");
+        }
     }
 }
 
