@@ -56,17 +56,22 @@ pub struct LoadedModel {
 pub fn load(config_json: &[u8], tokenizer_json: &[u8], weights_name: &str, weights: &[u8], opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
     let config = Config::from_json(config_json)?;
     let st = QSafetensors::read(weights_name, weights)?;
-    let max_context = opts.max_context.min(config.max_position_embeddings).max(2);
     // While loading, the file's bytes and the decoded blocks (f32 scales) are both held.
-    let (needed, detail) = memory_needed(&config, weights.len() as u64 + decoded_bytes(&st), max_context, opts.capture_window);
-    if let Some(limit) = opts.memory_limit {
-        if needed > limit {
-            return Err(ModelError::OutOfMemoryBudget { needed_mb: needed >> 20, limit_mb: limit >> 20, detail }.into());
-        }
-    }
+    let max_context = check_budget(&config, weights.len() as u64 + decoded_bytes(&st), opts)?;
     let tokenizer = TextTokenizer::from_json(tokenizer_json, config.vocab_size, config.eos_token_id)?;
     let weights = Weights::load(weights_name, &st, &config)?;
     Ok(LoadedModel { model: Transformer::new(config, weights, max_context, opts.capture_window), tokenizer })
+}
+
+/// The KV positions to allocate, once weights + KV cache + capture + scratch are known to fit
+/// `opts.memory_limit` (refused with the figures otherwise).
+fn check_budget(config: &Config, weights_bytes: u64, opts: &LoadOptions) -> Result<usize, LoadError> {
+    let max_context = opts.max_context.min(config.max_position_embeddings).max(2);
+    let (needed, detail) = memory_needed(config, weights_bytes, max_context, opts.capture_window);
+    match opts.memory_limit {
+        Some(limit) if needed > limit => Err(ModelError::OutOfMemoryBudget { needed_mb: needed >> 20, limit_mb: limit >> 20, detail }.into()),
+        _ => Ok(max_context),
+    }
 }
 
 /// Bytes the decoded weights take (`QMatrix`: one f32 scale per block plus the quants; norms f32).
@@ -120,12 +125,8 @@ pub fn load_folder(dir: &std::path::Path, quant: GgmlKind, opts: &LoadOptions) -
     let config_json = read("config.json")?;
     // The budget once before reading the weights, from the file's size (file + decoded ≈ twice
     // it), so a context that cannot fit is refused before hundreds of megabytes are read.
-    if let (Some(limit), Ok(config), Ok(meta)) = (opts.memory_limit, Config::from_json(&config_json), std::fs::metadata(dir.join(&weights_name))) {
-        let max_context = opts.max_context.min(config.max_position_embeddings).max(2);
-        let (needed, detail) = memory_needed(&config, meta.len().saturating_mul(2), max_context, opts.capture_window);
-        if needed > limit {
-            return Err(ModelError::OutOfMemoryBudget { needed_mb: needed >> 20, limit_mb: limit >> 20, detail }.into());
-        }
+    if let (Ok(config), Ok(meta)) = (Config::from_json(&config_json), std::fs::metadata(dir.join(&weights_name))) {
+        check_budget(&config, meta.len().saturating_mul(2), opts)?;
     }
     let weights = read(&weights_name)?;
     load(&config_json, &read("tokenizer.json")?, &dir.join(&weights_name).display().to_string(), &weights, opts)

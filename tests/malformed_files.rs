@@ -412,6 +412,20 @@ fn a_context_that_cannot_fit_in_memory_is_refused_with_the_figures_before_alloca
 }
 
 #[test]
+fn a_folder_over_the_budget_is_refused_before_its_weights_are_read() {
+    let f = Folder::new("budget-out");
+    let imported = attnscope::convert::import_gguf_bytes(std::path::Path::new("tiny.gguf"), &gguf()).unwrap();
+    attnscope::convert::write_folder(&imported, f.path(), "tiny", &GgmlKind::ALL).unwrap();
+    // Garbage of the right size: reading it would fail as a format error, so a budget error
+    // proves the refusal came first.
+    let path = f.path().join(weights_file_name(GgmlKind::Q4_0));
+    std::fs::write(&path, vec![0xAB; std::fs::metadata(&path).unwrap().len() as usize]).unwrap();
+    let opts = LoadOptions { memory_limit: Some(1), ..LoadOptions::default() };
+    let err = load_folder(f.path(), GgmlKind::Q4_0, &opts).err().expect("refused");
+    assert!(matches!(err, LoadError::Model(ModelError::OutOfMemoryBudget { .. })), "{err}");
+}
+
+#[test]
 fn the_head_layout_is_written_by_the_converter_and_read_back() {
     // Through the converter itself (the tests' own writer adds the same keys, so it proves nothing).
     let f = Folder::new("layout-out");
