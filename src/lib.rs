@@ -12,6 +12,8 @@ pub mod attention;
 pub mod capture;
 pub mod config;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generate;
 pub mod loader;
 pub mod manifest;

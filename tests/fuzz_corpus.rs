@@ -1,16 +1,13 @@
 //! The fuzz targets' seed corpus (fuzz/corpus/<target>/) run through the same parsers as the
-//! targets, in a plain `cargo test`: the seeds, and any input a fuzzer once crashed on (saved
-//! there as `regression-*`), are exercised on every test run even where cargo-fuzz and nightly
+//! targets (src/fuzzing.rs), in a plain `cargo test`: the seeds, and any input a fuzzer once
+//! crashed on (copied there by hand from fuzz/artifacts as `regression-*`), are exercised on every test run even where cargo-fuzz and nightly
 //! are not installed. `write_fuzz_seeds` (ignored) regenerates the seeds from the tiny model.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use attnscope::config::Config;
-use attnscope::format::{GgmlKind, QSafetensors};
-use attnscope::manifest::Manifest;
-use attnscope::weights::Weights;
+use attnscope::format::GgmlKind;
 use common::*;
 
 fn corpus(target: &str) -> PathBuf {
@@ -29,59 +26,37 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-// The same bodies as fuzz/fuzz_targets/*.rs; Ok(()) when the input was accepted.
-fn safetensors_target(data: &[u8]) -> Result<(), String> {
-    let st = QSafetensors::read("fuzz.safetensors", data).map_err(|e| e.to_string())?;
-    let config = Config::from_json(include_bytes!("../fuzz/seed_config.json")).unwrap();
-    Weights::load("fuzz.safetensors", &st, &config).map(|_| ()).map_err(|e| e.to_string())
-}
+use attnscope::fuzzing;
 
-fn config_target(data: &[u8]) -> Result<(), String> {
-    let c = Config::from_json(data).map_err(|e| e.to_string())?;
-    let _ = attnscope::model::memory_needed(&c, u64::MAX / 4, c.max_position_embeddings, Some(c.max_position_embeddings));
-    Ok(())
-}
-
-fn manifest_target(data: &[u8]) -> Result<(), String> {
-    Manifest::from_json("fuzz/manifest.json", data).map(|_| ()).map_err(|e| e.to_string())
-}
-
-fn gguf_target(data: &[u8]) -> Result<(), String> {
-    attnscope::convert::import_gguf_bytes(Path::new("fuzz.gguf"), data).map(|_| ()).map_err(|e| e.to_string())
+/// Every seed through `target`: a `valid*` seed is accepted; any other (a damaged variant, or a
+/// `regression-*` input copied from fuzz/artifacts after a crash) is refused with an error that
+/// `names_the_input` approves. A panic fails the test either way.
+fn replay(corpus_name: &str, target: impl Fn(&[u8]) -> Result<(), String>, names_the_input: impl Fn(&str) -> bool) {
+    for (name, bytes) in seeds(corpus_name) {
+        match target(&bytes) {
+            Ok(()) => assert!(name.starts_with("valid") || name.starts_with("regression"), "{name}: a damaged seed was accepted"),
+            Err(e) => {
+                assert!(!name.starts_with("valid"), "{name}: {e}");
+                assert!(names_the_input(&e), "{name}: {e}");
+            }
+        }
+    }
 }
 
 #[test]
 fn safetensors_seeds_parse_or_are_refused_by_name() {
-    for (name, bytes) in seeds("safetensors") {
-        let result = safetensors_target(&bytes);
-        if name.starts_with("valid") {
-            assert!(result.is_ok(), "{name}: {result:?}");
-        } else if let Err(e) = result {
-            assert!(e.contains("fuzz.safetensors"), "{name}: {e}");
-        }
-    }
+    replay("safetensors", fuzzing::safetensors, |e| e.contains("fuzz.safetensors"));
 }
 
 #[test]
 fn config_and_manifest_seeds_parse_or_are_refused() {
-    for (name, bytes) in seeds("config_manifest") {
-        let (config, manifest) = (config_target(&bytes), manifest_target(&bytes));
-        if name.starts_with("valid") {
-            assert!(config.is_ok() || manifest.is_ok(), "{name}: {config:?} {manifest:?}");
-        }
-    }
+    // One corpus for both parsers: a valid config is not a manifest and the other way round.
+    replay("config_manifest", |b| fuzzing::config(b).or_else(|_| fuzzing::manifest(b)), |_| true);
 }
 
 #[test]
 fn gguf_seeds_import_or_are_refused_by_name() {
-    for (name, bytes) in seeds("gguf") {
-        let result = gguf_target(&bytes);
-        if name.starts_with("valid") {
-            assert!(result.is_ok(), "{name}: {result:?}");
-        } else if let Err(e) = result {
-            assert!(e.starts_with("fuzz.gguf: "), "{name}: {e}");
-        }
-    }
+    replay("gguf", fuzzing::gguf, |e| e.starts_with("fuzz.gguf: "));
 }
 
 /// Writes the seeds: `cargo test --release --test fuzz_corpus -- --ignored`.
@@ -124,7 +99,7 @@ fn write_fuzz_seeds() {
     let manifest = std::fs::read(f.path().join("manifest.json")).unwrap();
     put("config_manifest", "valid-manifest.json", &manifest);
     put("config_manifest", "config-heads.json", CONFIG_JSON.replace("\"num_key_value_heads\": 1", "\"num_key_value_heads\": 3").as_bytes());
-    put("config_manifest", "config-huge.json", CONFIG_JSON.replace("\"max_position_embeddings\": 64", "\"max_position_embeddings\": 1048576").as_bytes());
+    put("config_manifest", "valid-config-huge.json", CONFIG_JSON.replace("\"max_position_embeddings\": 64", "\"max_position_embeddings\": 1048576").as_bytes());
     put("config_manifest", "manifest-dup.json", br#"{"format":"attnscope-model/1","name":"t","source":"s","files":{"a":{"size":0,"sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},"a":{"size":1,"sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}}"#);
 
     let g = gguf();

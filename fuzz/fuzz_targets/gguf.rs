@@ -1,9 +1,9 @@
 //! The converter's GGUF import (header walk, candle's reader, metadata, tokenizer, tensors) on
-//! arbitrary bytes: errors are fine, panics and huge allocations are not.
+//! arbitrary bytes: errors are fine, panics and huge allocations are not. Body: src/fuzzing.rs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = attnscope::convert::import_gguf_bytes(std::path::Path::new("fuzz.gguf"), data);
+    let _ = attnscope::fuzzing::gguf(data);
 });
