@@ -117,7 +117,6 @@ THREADS_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-glo
 -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align -C link-arg=--export=__tls_base"
 
 ensure_nightly_wasm() {
-  have_nightly || die "the threads build needs the nightly toolchain: rustup toolchain install nightly"
   rustup component list --toolchain nightly --installed | grep -q '^rust-src' || {
     say "adding rust-src to nightly (the threads build rebuilds std with atomics)"; rustup component add rust-src --toolchain nightly; }
   rustup target list --toolchain nightly --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown --toolchain nightly
@@ -155,6 +154,12 @@ wasm() {
   # .cargo/config.toml adds -C target-feature=+simd128 for this target.
   cargo build --release --target wasm32-unknown-unknown --lib
   package_wasm target/wasm32-unknown-unknown/release/attnscope.wasm pkg
+  # The threads build is an addition, never a requirement: without nightly the worker runs www/pkg.
+  if ! have_nightly; then
+    say "no nightly toolchain: skipping the threads build (the page runs on one thread; rustup toolchain install nightly)"
+    rm -rf www/pkg-threads
+    return
+  fi
   ensure_nightly_wasm
   say "building the threads wasm module (nightly, atomics, rayon on Web Workers)"
   RUSTFLAGS="$THREADS_RUSTFLAGS" CARGO_TARGET_DIR=target/threads cargo +nightly build --release \

@@ -246,7 +246,9 @@ pub fn check(bytes: &[u8]) -> Result<Summary, GgufError> {
         let offset = r.u64(&format!("the offset of `{name}`"))?;
         let (block, type_size) = block_layout(ggml_type).ok_or_else(|| GgufError { offset: name_at, why: format!("tensor `{name}` has GGML type {ggml_type}, which this converter cannot read") })?;
         let elements = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
-        // Both a u64 and a 32-bit usize product are checked: candle counts elements in usize.
+        // The u64 product must not overflow, and must fit candle's usize element count (a no-op
+        // on the 64-bit hosts the converter runs on; format.rs, which also runs in wasm32, checks
+        // its own usize products).
         let len = elements
             .filter(|&n| usize::try_from(n).is_ok())
             .filter(|_| dims[0] % block == 0)

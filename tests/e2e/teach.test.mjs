@@ -140,7 +140,8 @@ test('predictions list each step’s candidates and mark the sampled token', SLO
     assert.equal(p.top.length, 10);
     for (let r = 1; r < p.top.length; r++) assert.ok(p.top[r - 1].logit >= p.top[r].logit, 'ordered by logit');
     const inTop = p.top.find((c) => c.id === p.sampled);
-    if (inTop) assert.equal(inTop.prob_final, 1, 'greedy: the chosen token gets all the probability');
+    assert.ok(inTop, `step ${k}: this greedy run's token is among the top 10`);
+    assert.equal(inTop.prob_final, 1, 'greedy: the chosen token gets all the probability');
     for (const c of p.top) if (c.id !== p.sampled) assert.equal(c.prob_final, 0);
     const raw = p.top.reduce((a, c) => a + c.prob, 0);
     assert.ok(raw > 0 && raw <= 1 + 1e-5);
