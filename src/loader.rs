@@ -53,13 +53,14 @@ pub struct LoadedModel {
     pub tokenizer: TextTokenizer,
 }
 
-pub fn load(config_json: &[u8], tokenizer_json: &[u8], weights_name: &str, weights: &[u8], opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
+/// `weights`, the file's bytes, becomes the storage of the model's quantized matrices.
+pub fn load(config_json: &[u8], tokenizer_json: &[u8], weights_name: &str, weights: Vec<u8>, opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
     let config = Config::from_json(config_json)?;
-    let st = QSafetensors::read(weights_name, weights)?;
-    // While loading, the file's bytes and the decoded blocks (f32 scales) are both held.
+    let st = QSafetensors::read(weights_name, &weights)?;
+    // The file's bytes stay (as the quants); the f32 block scales and norms are added.
     let max_context = check_budget(&config, weights.len() as u64 + decoded_bytes(&st), opts)?;
     let tokenizer = TextTokenizer::from_json(tokenizer_json, config.vocab_size, config.eos_token_id)?;
-    let weights = Weights::load(weights_name, &st, &config)?;
+    let weights = Weights::load_owned(weights_name, weights, &config)?;
     Ok(LoadedModel { model: Transformer::new(config, weights, max_context, opts.capture_window), tokenizer })
 }
 
@@ -74,15 +75,12 @@ fn check_budget(config: &Config, weights_bytes: u64, opts: &LoadOptions) -> Resu
     }
 }
 
-/// Bytes the decoded weights take (`QMatrix`: one f32 scale per block plus the quants; norms f32).
+/// Bytes loading adds to the file's own: one f32 scale per block, and the norms copied out.
 fn decoded_bytes(st: &QSafetensors) -> u64 {
     st.tensors
         .values()
         .map(|t| match t {
-            StoredTensor::Quantized { kind, blocks, .. } => {
-                let n = (blocks.len() / kind.type_size()) as u64;
-                n * (4 + kind.type_size() as u64 - 2)
-            }
+            StoredTensor::Quantized { kind, blocks, .. } => 4 * (blocks.len() / kind.type_size()) as u64,
             StoredTensor::F32 { bytes, .. } => bytes.len() as u64,
         })
         .sum()
@@ -123,11 +121,12 @@ pub fn load_folder(dir: &std::path::Path, quant: GgmlKind, opts: &LoadOptions) -
         crate::manifest::check_sizes(dir, &m, &["config.json", "tokenizer.json", &weights_name])?;
     }
     let config_json = read("config.json")?;
-    // The budget once before reading the weights, from the file's size (file + decoded ≈ twice
-    // it), so a context that cannot fit is refused before hundreds of megabytes are read.
+    // The budget once before reading the weights, from the file's size (the f32 scales add at
+    // most a quarter: 4 bytes per 18-byte Q4_0 block), so a context that cannot fit is refused
+    // before hundreds of megabytes are read.
     if let (Ok(config), Ok(meta)) = (Config::from_json(&config_json), std::fs::metadata(dir.join(&weights_name))) {
-        check_budget(&config, meta.len().saturating_mul(2), opts)?;
+        check_budget(&config, meta.len().saturating_add(meta.len() / 4), opts)?;
     }
     let weights = read(&weights_name)?;
-    load(&config_json, &read("tokenizer.json")?, &dir.join(&weights_name).display().to_string(), &weights, opts)
+    load(&config_json, &read("tokenizer.json")?, &dir.join(&weights_name).display().to_string(), weights, opts)
 }

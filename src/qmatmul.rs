@@ -46,16 +46,18 @@ impl QActivations {
     }
 }
 
-/// The weight side: `rows` rows of `cols` values in blocks of 32.
-pub enum QWeights {
+/// The weight side, borrowed from wherever the matrix lives: `rows` rows of `cols` values in
+/// blocks of 32.
+#[derive(Clone, Copy)]
+pub enum QWeights<'a> {
     /// Quants (rows, cols) as int8.
-    Q8_0 { scales: Vec<f32>, quants: Vec<i8> },
+    Q8_0 { scales: &'a [f32], quants: &'a [i8] },
     /// Quants (rows, cols/2) as GGML nibble pairs.
-    Q4_0 { scales: Vec<f32>, nibbles: Vec<u8> },
+    Q4_0 { scales: &'a [f32], nibbles: &'a [u8] },
 }
 
 /// out (m × rows) = x (m × cols) · Wᵀ.
-pub fn matmul(w: &QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut [f32]) {
+pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut [f32]) {
     assert_eq!(x.cols, cols, "matmul: activation width does not match the weights");
     let m = x.rows;
     let out = &mut out[..m * rows];

@@ -63,8 +63,9 @@ pub struct Engine {
 #[wasm_bindgen]
 impl Engine {
     /// Builds the model from the three files' bytes (already size- and SHA-256-checked by the worker).
+    /// The weights come as a `Vec`: their one copy in wasm memory becomes the model's storage.
     #[wasm_bindgen(constructor)]
-    pub fn new(config: &[u8], tokenizer: &[u8], weights: &[u8]) -> Result<Engine, JsError> {
+    pub fn new(config: &[u8], tokenizer: &[u8], weights: Vec<u8>) -> Result<Engine, JsError> {
         let opts = LoadOptions { max_context: BROWSER_CONTEXT, capture_window: Some(DEFAULT_CAPTURE_WINDOW), memory_limit: Some(WASM_MEMORY_LIMIT) };
         let loaded = load(config, tokenizer, "the weights file", weights, &opts).map_err(js_err)?;
         Ok(Engine { model: loaded.model, tokenizer: loaded.tokenizer, generation: None })

@@ -10,6 +10,9 @@
 //! is two adjacent rows (2i, 2i+1). The Hugging Face importer permutes its rows into this order.
 
 use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use half::f16;
 
 use crate::qmatmul::{self, QActivations, QWeights};
@@ -23,33 +26,60 @@ pub struct QMatrix {
     kind: GgmlKind,
     rows: usize,
     cols: usize,
-    data: QWeights,
+    /// One per block, converted from the file's f16 once (wasm has no f16 instructions).
+    scales: Vec<f32>,
+    quants: Quants,
+}
+
+/// A matrix's quants: one contiguous run of bytes inside a buffer that may hold many matrices.
+/// Loaded from a file, that buffer is the file's own bytes, rearranged in place (`split_blocks`),
+/// so the weights are held in memory once, not as the file plus a copy.
+struct Quants {
+    buf: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl Quants {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Rewrites a run of GGML blocks so that their quants come first, contiguous, and returns the
+/// blocks' scales as f32. In place: block i's quants move to i·q, which ends before block i + 1
+/// begins (i·q + q < (i + 1)·size), so no byte is overwritten before it is read.
+fn split_blocks(kind: GgmlKind, blocks: &mut [u8]) -> Vec<f32> {
+    let size = kind.type_size();
+    let q = size - 2;
+    let n = blocks.len() / size;
+    let mut scales = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = i * size;
+        scales.push(f16::from_le_bytes([blocks[at], blocks[at + 1]]).to_f32());
+        blocks.copy_within(at + 2..at + size, i * q);
+    }
+    scales
 }
 
 impl QMatrix {
-    /// From GGML block bytes as stored in the file (any alignment).
+    /// From GGML block bytes as stored in the file (any alignment), copied.
     pub fn from_blocks(kind: GgmlKind, rows: usize, cols: usize, bytes: &[u8]) -> Self {
-        let n_blocks = bytes.len() / kind.type_size();
-        let mut scales = Vec::with_capacity(n_blocks);
-        let data = match kind {
-            GgmlKind::Q8_0 => {
-                let mut quants = Vec::with_capacity(rows * cols);
-                for b in bytes.chunks_exact(34) {
-                    scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
-                    quants.extend(b[2..].iter().map(|&q| q as i8));
-                }
-                QWeights::Q8_0 { scales, quants }
-            }
-            GgmlKind::Q4_0 => {
-                let mut nibbles = Vec::with_capacity(rows * cols / 2);
-                for b in bytes.chunks_exact(18) {
-                    scales.push(f16::from_le_bytes([b[0], b[1]]).to_f32());
-                    nibbles.extend_from_slice(&b[2..]);
-                }
-                QWeights::Q4_0 { scales, nibbles }
-            }
-        };
-        QMatrix { kind, rows, cols, data }
+        let mut quants = bytes.to_vec();
+        let scales = split_blocks(kind, &mut quants);
+        quants.truncate(scales.len() * (kind.type_size() - 2));
+        let len = quants.len();
+        QMatrix { kind, rows, cols, scales, quants: Quants { buf: Arc::new(quants), start: 0, len } }
+    }
+
+    /// The kernel's view of this matrix.
+    fn view(&self) -> QWeights<'_> {
+        let bytes = self.quants.bytes();
+        match self.kind {
+            // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid.
+            GgmlKind::Q8_0 => QWeights::Q8_0 { scales: &self.scales, quants: unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const i8, bytes.len()) } },
+            GgmlKind::Q4_0 => QWeights::Q4_0 { scales: &self.scales, nibbles: bytes },
+        }
     }
 
     /// Quantizes a row-major f32 matrix (converter and tests): Q8_0 with candle's GGML quantizer,
@@ -74,32 +104,23 @@ impl QMatrix {
     /// The raw GGML bytes, as they go into a file.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.kind.bytes_for(self.rows, self.cols).unwrap_or(0));
-        match &self.data {
-            QWeights::Q8_0 { scales, quants } => {
-                for (d, q) in scales.iter().zip(quants.chunks_exact(32)) {
-                    out.extend_from_slice(&f16::from_f32(*d).to_le_bytes());
-                    out.extend(q.iter().map(|&v| v as u8));
-                }
-            }
-            QWeights::Q4_0 { scales, nibbles } => {
-                for (d, q) in scales.iter().zip(nibbles.chunks_exact(16)) {
-                    out.extend_from_slice(&f16::from_f32(*d).to_le_bytes());
-                    out.extend_from_slice(q);
-                }
-            }
+        for (d, q) in self.scales.iter().zip(self.quants.bytes().chunks_exact(self.kind.type_size() - 2)) {
+            // Exact: every scale came from an f16.
+            out.extend_from_slice(&f16::from_f32(*d).to_le_bytes());
+            out.extend_from_slice(q);
         }
         out
     }
 
     /// out (x.rows × rows) = x · selfᵀ, x already rounded to 8 bits (qmatmul.rs).
     pub fn matmul_q(&self, x: &QActivations, out: &mut [f32]) {
-        qmatmul::matmul(&self.data, self.rows, self.cols, x, out);
+        qmatmul::matmul(self.view(), self.rows, self.cols, x, out);
     }
 
     /// Dequantizes one row (an embedding lookup) into `out` (cols).
     pub fn row(&self, row: usize, out: &mut [f32]) {
         let (cols, per_row) = (self.cols, self.cols / 32);
-        match &self.data {
+        match self.view() {
             QWeights::Q8_0 { scales, quants } => {
                 for (j, o) in out[..cols].iter_mut().enumerate() {
                     *o = quants[row * cols + j] as f32 * scales[row * per_row + j / 32];
@@ -128,9 +149,7 @@ impl QMatrix {
     }
 
     fn scales(&self) -> &[f32] {
-        match &self.data {
-            QWeights::Q8_0 { scales, .. } | QWeights::Q4_0 { scales, .. } => scales,
-        }
+        &self.scales
     }
 }
 
@@ -229,6 +248,8 @@ impl Weights {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
     #[error("{file} does not match config.json: {}. The weights and config come from different models or a damaged conversion: convert the model again.", summarize(.problems))]
     Mismatch { file: String, problems: Vec<String> },
 }
@@ -280,54 +301,104 @@ pub fn layout_metadata(c: &Config) -> Vec<(String, String)> {
     ]
 }
 
-impl Weights {
-    pub fn load(file: &str, st: &QSafetensors, c: &Config) -> Result<Self, WeightsError> {
-        let expected = expected_tensors(c);
-        let mut problems = Vec::new();
-        for (key, ours) in layout_metadata(c) {
-            if let Some(theirs) = st.metadata.get(&key) {
-                if theirs.trim() != ours {
-                    let field = key.trim_start_matches("config.");
-                    problems.push(format!("config.json says {field} = {ours} but the weights were converted with {theirs}"));
+/// Every way the container disagrees with the config: layout metadata, and missing, misshapen,
+/// mistyped and unexpected tensors.
+fn check_tensors(file: &str, st: &QSafetensors, c: &Config) -> Result<(), WeightsError> {
+    let expected = expected_tensors(c);
+    let mut problems = Vec::new();
+    for (key, ours) in layout_metadata(c) {
+        if let Some(theirs) = st.metadata.get(&key) {
+            if theirs.trim() != ours {
+                let field = key.trim_start_matches("config.");
+                problems.push(format!("config.json says {field} = {ours} but the weights were converted with {theirs}"));
+            }
+        }
+    }
+    for (name, shape) in &expected {
+        match st.tensors.get(name) {
+            None => problems.push(format!("missing tensor `{name}` (expected shape {shape:?})")),
+            Some(t) if &t.shape() != shape => {
+                problems.push(format!("`{name}` has shape {:?}, config implies {shape:?}", t.shape()))
+            }
+            Some(t) => {
+                let is_matrix = shape.len() == 2;
+                match (t, is_matrix) {
+                    (StoredTensor::Quantized { .. }, true) => {}
+                    (StoredTensor::F32 { .. }, false) => {}
+                    (t, _) => problems.push(format!(
+                        "`{name}` is stored as {}, expected {}",
+                        t.type_name(),
+                        if is_matrix { "quantized blocks" } else { "f32" }
+                    )),
                 }
             }
         }
-        for (name, shape) in &expected {
-            match st.tensors.get(name) {
-                None => problems.push(format!("missing tensor `{name}` (expected shape {shape:?})")),
-                Some(t) if &t.shape() != shape => {
-                    problems.push(format!("`{name}` has shape {:?}, config implies {shape:?}", t.shape()))
-                }
-                Some(t) => {
-                    let is_matrix = shape.len() == 2;
-                    match (t, is_matrix) {
-                        (StoredTensor::Quantized { .. }, true) => {}
-                        (StoredTensor::F32 { .. }, false) => {}
-                        (t, _) => problems.push(format!(
-                            "`{name}` is stored as {}, expected {}",
-                            t.type_name(),
-                            if is_matrix { "quantized blocks" } else { "f32" }
-                        )),
-                    }
-                }
-            }
-        }
-        let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-        for name in st.tensors.keys().filter(|n| !known.contains(n.as_str())) {
-            problems.push(format!("unexpected tensor `{name}` (is num_hidden_layers or tie_word_embeddings right?)"));
-        }
-        if !problems.is_empty() {
-            return Err(WeightsError::Mismatch { file: file.to_string(), problems });
-        }
+    }
+    let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    for name in st.tensors.keys().filter(|n| !known.contains(n.as_str())) {
+        problems.push(format!("unexpected tensor `{name}` (is num_hidden_layers or tie_word_embeddings right?)"));
+    }
+    if !problems.is_empty() {
+        return Err(WeightsError::Mismatch { file: file.to_string(), problems });
+    }
+    Ok(())
+}
 
+fn vector(st: &QSafetensors, name: &str) -> Vec<f32> {
+    match &st.tensors[name] {
+        StoredTensor::F32 { bytes, .. } => f32_values(bytes),
+        StoredTensor::Quantized { .. } => unreachable!("checked: vectors are f32"),
+    }
+}
+
+impl Weights {
+    /// Checks a container against the config (every problem at once) and builds the weights from
+    /// copies of its tensors; the container's bytes stay with the caller.
+    pub fn load(file: &str, st: &QSafetensors, c: &Config) -> Result<Self, WeightsError> {
+        check_tensors(file, st, c)?;
         let matrix = |name: &str| match &st.tensors[name] {
             StoredTensor::Quantized { kind, rows, cols, blocks } => QMatrix::from_blocks(*kind, *rows, *cols, blocks),
-            StoredTensor::F32 { .. } => unreachable!("checked above: matrices are quantized"),
+            StoredTensor::F32 { .. } => unreachable!("checked: matrices are quantized"),
         };
-        let vector = |name: &str| match &st.tensors[name] {
-            StoredTensor::F32 { bytes, .. } => f32_values(bytes),
-            StoredTensor::Quantized { .. } => unreachable!("checked above: vectors are f32"),
+        let weights = Self::assemble(c, matrix, |name| vector(st, name));
+        weights.check_finite(file)?;
+        Ok(weights)
+    }
+
+    /// As `load`, but the file's bytes become the weights' storage: each matrix's blocks are
+    /// split in place into quants and f32 scales, so the weights are held once (in the browser,
+    /// where the bytes are copied into wasm memory, that saves the size of the file).
+    pub fn load_owned(file: &str, mut bytes: Vec<u8>, c: &Config) -> Result<Self, WeightsError> {
+        let st = QSafetensors::read(file, &bytes)?;
+        check_tensors(file, &st, c)?;
+        let base = bytes.as_ptr() as usize;
+        let (mut spans, mut vectors) = (HashMap::new(), HashMap::new());
+        for (name, t) in &st.tensors {
+            match t {
+                StoredTensor::Quantized { kind, rows, cols, blocks } => {
+                    spans.insert(name.clone(), (*kind, *rows, *cols, blocks.as_ptr() as usize - base..blocks.as_ptr() as usize - base + blocks.len()));
+                }
+                StoredTensor::F32 { .. } => {
+                    vectors.insert(name.clone(), vector(&st, name));
+                }
+            }
+        }
+        drop(st);
+        let mut scales: HashMap<String, Vec<f32>> = spans.iter().map(|(name, (kind, _, _, at))| (name.clone(), split_blocks(*kind, &mut bytes[at.clone()]))).collect();
+        let buf = Arc::new(bytes);
+        let matrix = |name: &str| {
+            let (kind, rows, cols, at) = spans[name].clone();
+            let scales = scales.remove(name).expect("each matrix is taken once");
+            let len = scales.len() * (kind.type_size() - 2);
+            QMatrix { kind, rows, cols, scales, quants: Quants { buf: buf.clone(), start: at.start, len } }
         };
+        let weights = Self::assemble(c, matrix, |name| vectors.remove(name).expect("each vector is taken once"));
+        weights.check_finite(file)?;
+        Ok(weights)
+    }
+
+    /// The model's structure, each tensor made by `matrix` or `vector` from its name.
+    fn assemble(c: &Config, mut matrix: impl FnMut(&str) -> QMatrix, mut vector: impl FnMut(&str) -> Vec<f32>) -> Self {
         let blocks = (0..c.n_layers)
             .map(|l| {
                 let p = format!("model.layers.{l}");
@@ -344,14 +415,12 @@ impl Weights {
                 }
             })
             .collect();
-        let weights = Weights {
+        Weights {
             embed: matrix("model.embed_tokens.weight"),
             blocks,
             final_norm: vector("model.norm.weight"),
             lm_head: (!c.tie_word_embeddings).then(|| matrix("lm_head.weight")),
-        };
-        weights.check_finite(file)?;
-        Ok(weights)
+        }
     }
 
     /// NaN or Inf anywhere would silently turn every logit into NaN; refuse instead.

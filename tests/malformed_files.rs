@@ -27,6 +27,7 @@ fn weights_error(bytes: &[u8], c: &Config) -> String {
     let st = QSafetensors::read(FILE, bytes).unwrap_or_else(|e| panic!("the container is fine: {e}"));
     match Weights::load(FILE, &st, c) {
         Err(e @ WeightsError::Mismatch { .. }) => e.to_string(),
+        Err(e) => panic!("refused as a mismatch with the config, not: {e}"),
         Ok(_) => panic!("the weights must be refused"),
     }
 }
@@ -66,7 +67,7 @@ fn the_tiny_model_is_valid_to_begin_with() {
         let st = QSafetensors::read(FILE, &bytes).unwrap_or_else(|e| panic!("{e}"));
         assert!(Weights::load(FILE, &st, &c).is_ok());
     }
-    let loaded = load(CONFIG_JSON.as_bytes(), &tokenizer_json(), FILE, &valid(), &LoadOptions::default());
+    let loaded = load(CONFIG_JSON.as_bytes(), &tokenizer_json(), FILE, valid(), &LoadOptions::default());
     assert!(loaded.is_ok(), "{}", loaded.err().unwrap());
 }
 
@@ -356,7 +357,7 @@ fn a_tokenizer_that_does_not_parse_or_does_not_match_the_vocabulary_is_refused()
     // Through the loader: the tokenizer is checked before the weights are decoded.
     let mut config: serde_json::Value = serde_json::from_str(CONFIG_JSON).unwrap();
     config["vocab_size"] = 9.into();
-    let err = load(config.to_string().as_bytes(), &tokenizer_json(), FILE, &valid(), &LoadOptions::default()).err().unwrap();
+    let err = load(config.to_string().as_bytes(), &tokenizer_json(), FILE, valid(), &LoadOptions::default()).err().unwrap();
     assert!(matches!(err, LoadError::Tokenizer(TokenizerError::VocabMismatch { tokenizer: 8, config: 9 })), "{err}");
 }
 
@@ -402,13 +403,13 @@ fn a_context_that_cannot_fit_in_memory_is_refused_with_the_figures_before_alloca
     let mut config: serde_json::Value = serde_json::from_str(CONFIG_JSON).unwrap();
     config["max_position_embeddings"] = (1u64 << 20).into();
     let opts = LoadOptions { max_context: 1 << 20, capture_window: Some(512), memory_limit: Some(64 << 20) };
-    let err = load(config.to_string().as_bytes(), &tokenizer_json(), FILE, &valid(), &opts).err().expect("refused");
+    let err = load(config.to_string().as_bytes(), &tokenizer_json(), FILE, valid(), &opts).err().expect("refused");
     let msg = err.to_string();
     assert!(matches!(err, LoadError::Model(ModelError::OutOfMemoryBudget { limit_mb: 64, .. })), "{msg}");
     assert!(msg.contains("KV cache 128 MB") && msg.contains("at most 64 MB"), "{msg}");
     // The same context fits when the limit allows it, and a short context fits the small limit.
     let small = LoadOptions { max_context: 64, ..opts.clone() };
-    assert!(load(config.to_string().as_bytes(), &tokenizer_json(), FILE, &valid(), &small).is_ok());
+    assert!(load(config.to_string().as_bytes(), &tokenizer_json(), FILE, valid(), &small).is_ok());
 }
 
 #[test]

@@ -68,9 +68,9 @@ fn tiny_file(c: &Config, kind: GgmlKind) -> Vec<u8> {
     write(tensors, HashMap::new()).unwrap()
 }
 
+/// The model as the app loads it: the file's bytes become the weights' storage.
 fn engine(c: &Config, file: &[u8], capture: bool) -> Transformer {
-    let st = QSafetensors::read("tiny", file).unwrap();
-    let w = Weights::load("tiny", &st, c).unwrap();
+    let w = Weights::load_owned("tiny", file.to_vec(), c).unwrap();
     Transformer::new(c.clone(), w, 64, capture.then_some(64))
 }
 
@@ -323,6 +323,19 @@ fn the_logit_lens_ends_with_the_models_own_logits() {
     assert_eq!(lens.len(), c.n_layers);
     assert_eq!(lens.last().unwrap(), &logits);
     assert_ne!(lens[0], logits);
+}
+
+#[test]
+fn weights_split_in_place_compute_what_copied_weights_compute() {
+    let c = tiny_config();
+    let tokens = [3, 14, 15, 92, 65, 35];
+    for kind in GgmlKind::ALL {
+        let file = tiny_file(&c, kind);
+        let st = QSafetensors::read("tiny", &file).unwrap();
+        let mut copied = Transformer::new(c.clone(), Weights::load("tiny", &st, &c).unwrap(), 64, None);
+        let mut in_place = engine(&c, &file, false);
+        assert_eq!(copied.forward(&tokens).unwrap(), in_place.forward(&tokens).unwrap(), "{kind:?}");
+    }
 }
 
 #[test]
