@@ -37,6 +37,19 @@ pub fn memory_bytes() -> f64 {
     (core::arch::wasm32::memory_size(0) * 65536) as f64
 }
 
+/// Grows wasm memory once to what loading a model with this config and weights file will hold
+/// (weights, KV cache, scratch), and hands it to the allocator. Growing it allocation by
+/// allocation instead costs hundreds of milliseconds in V8 (each growth is a runtime call that
+/// replaces the memory's ArrayBuffer). Best effort: a bad config is reported by `Engine::new`.
+#[wasm_bindgen]
+pub fn reserve_memory(config: &[u8], weights_bytes: f64) {
+    let Ok(config) = crate::config::Config::from_json(config) else { return };
+    let (needed, _) = crate::model::memory_needed(&config, weights_bytes as u64, BROWSER_CONTEXT.min(config.max_position_embeddings), None);
+    let mut reservation = Vec::<u8>::new();
+    // Freed at once: the block returns to the allocator, which carves the model out of it.
+    let _ = reservation.try_reserve_exact(needed.min(WASM_MEMORY_LIMIT) as usize);
+}
+
 #[wasm_bindgen]
 pub fn set_panic_hook() {
     console_error_panic_hook::set_once();

@@ -50,14 +50,23 @@ impl Quants {
 /// blocks' scales as f32. In place: block i's quants move to i·q, which ends before block i + 1
 /// begins (i·q + q < (i + 1)·size), so no byte is overwritten before it is read.
 fn split_blocks(kind: GgmlKind, blocks: &mut [u8]) -> Vec<f32> {
-    let size = kind.type_size();
-    let q = size - 2;
+    match kind {
+        GgmlKind::Q8_0 => split::<32>(blocks),
+        GgmlKind::Q4_0 => split::<16>(blocks),
+    }
+}
+
+/// `split_blocks` for blocks of an f16 scale and Q bytes of quants.
+fn split<const Q: usize>(blocks: &mut [u8]) -> Vec<f32> {
+    let size = Q + 2;
     let n = blocks.len() / size;
     let mut scales = Vec::with_capacity(n);
     for i in 0..n {
         let at = i * size;
         scales.push(f16::from_le_bytes([blocks[at], blocks[at + 1]]).to_f32());
-        blocks.copy_within(at + 2..at + size, i * q);
+        // Through a register-sized copy rather than a memmove call per block (4 M blocks).
+        let quants: [u8; Q] = blocks[at + 2..at + size].try_into().expect("Q bytes");
+        blocks[i * Q..(i + 1) * Q].copy_from_slice(&quants);
     }
     scales
 }

@@ -131,9 +131,9 @@ function onStatus({ text, notice }) {
   $('notices-box').hidden = false;
 }
 
-function onReady({ info, fromCache, loadMs, buildId }) {
+function onReady({ info, fromCache, loadMs, phasesMs, buildId }) {
   state.info = info;
-  state.loadCallbacks?.resolve(info);
+  state.loadCallbacks?.resolve({ ...info, fromCache, loadMs, phasesMs });
   state.loadCallbacks = null;
   $('loading').hidden = true;
   $('model-status').textContent = `ready: ${info.n_layers} layers × ${info.n_heads} heads, ${info.quant} weights, ${info.threads > 1 ? `${info.threads} threads` : 'one thread'}, loaded ${fromCache ? 'from the cache' : 'from the network'} in ${(loadMs / 1000).toFixed(1)} s`;

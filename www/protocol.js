@@ -20,7 +20,7 @@ export const MSG = Object.freeze({
   // worker → page
   PROGRESS: 'progress', // {file, loaded, total, phase, overallLoaded, overallTotal}
   STATUS: 'status', // {text, notice}
-  READY: 'ready', // {info, fromCache, loadMs, buildId}
+  READY: 'ready', // {info, fromCache, loadMs, phasesMs, buildId}
   PROMPT: 'prompt', // {id, ids, tokens, prefillMs}
   TOKEN: 'token', // {id, token: {id, text, label}, index, seqLen, stats, predictions}
   DONE: 'done', // {id, reason, stats, ids, text, seqLen, tokensAfterStop}

@@ -124,6 +124,7 @@ async function load({ quant = 'q8_0', base, threads }) {
     const started = performance.now();
     post(MSG.STATUS, { text: 'starting WebAssembly…' });
     await ensureWasm(chooseBuild(threads));
+    const wasmReady = performance.now();
     // Give the old model's memory back to the allocator before the new weights arrive.
     engine?.free();
     engine = null;
@@ -136,9 +137,14 @@ async function load({ quant = 'q8_0', base, threads }) {
       (text) => post(MSG.STATUS, { text, notice: true }),
     );
     post(MSG.STATUS, { text: 'building the model…' });
+    const filesReady = performance.now();
+    // One growth of wasm memory for what loading will hold, rather than one per allocation.
+    glue.reserve_memory(files['config.json'], files[weightsName].byteLength);
     engine = new glue.Engine(files['config.json'], files['tokenizer.json'], files[weightsName]);
-    info = { ...JSON.parse(engine.info()), threads: glue.threads() };
-    post(MSG.READY, { info, fromCache, loadMs: performance.now() - started, buildId: glue.BUILD_ID });
+    info = { ...JSON.parse(engine.info()), threads: glue.threads(), wasm_memory_bytes: glue.memory_bytes() };
+    const end = performance.now();
+    const phasesMs = { wasm: wasmReady - started, files: filesReady - wasmReady, build: end - filesReady };
+    post(MSG.READY, { info, fromCache, loadMs: end - started, phasesMs, buildId: glue.BUILD_ID });
   } finally {
     loading = false;
   }
