@@ -97,10 +97,14 @@ export async function hideableContext() {
     page,
     problems: watchProblems(page),
     async close() {
-      await browser.close(); // over CDP this only disconnects
-      browserProcess.kill();
+      // Over CDP, browser.close() only disconnects: ask Chromium itself to quit, and kill it if
+      // it does not. Its helper processes may still be writing to the profile for a moment after.
+      await (await browser.newBrowserCDPSession()).send('Browser.close').catch(() => {});
+      const quit = setTimeout(() => browserProcess.kill(), 10_000);
       await exited;
-      rmSync(dir, { recursive: true, force: true });
+      clearTimeout(quit);
+      await browser.close();
+      rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
     },
   };
 }
