@@ -55,11 +55,34 @@ pub fn set_panic_hook() {
     console_error_panic_hook::set_once();
 }
 
-/// Panics on purpose, so the tests can check that a crash inside the model reaches a person as a
-/// readable message and a fresh worker, never as a bare `unreachable` trap.
+/// Crashes on purpose, so the browser tests can check that a fault inside the model reaches a
+/// person as a readable message and a fresh worker, never as a bare `unreachable` trap. Two real
+/// faults, not imitations:
+/// - `"panic"`: panics with `message`; the panic hook prints it, then the instance traps.
+/// - `"oom"`: allocates until wasm32's 4 GiB address space is used up, so the allocator fails
+///   and Rust's allocation-failure path aborts, as when a tab runs out of memory: a trap with
+///   no panic message (`message` is not used).
+///
+/// Any other `kind` is an error, so a typo in a test fails loudly instead of crashing nothing.
 #[wasm_bindgen]
-pub fn crash_for_tests(message: &str) {
-    panic!("{message}");
+pub fn crash_for_tests(kind: &str, message: &str) -> Result<(), JsError> {
+    match kind {
+        "panic" => panic!("{message}"),
+        "oom" => {
+            // Many blocks, not one: a single request above isize::MAX (2 GiB on wasm32) is a
+            // capacity-overflow *panic*, which would test the panic path again. Only a byte per
+            // block is written: memory.grow is refused at the 4 GiB limit whether or not the pages
+            // were touched, and touching them all would cost the test machine 4 GB of RAM.
+            const BLOCK: usize = 64 << 20;
+            let mut blocks: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut block = Vec::<u8>::with_capacity(BLOCK);
+                block.push(1);
+                blocks.push(std::hint::black_box(block));
+            }
+        }
+        other => Err(JsError::new(&format!("crash_for_tests: unknown kind `{other}`: use \"panic\" or \"oom\""))),
+    }
 }
 
 fn js_err(e: impl std::fmt::Display) -> JsError {

@@ -630,6 +630,11 @@ window.attnscope = {
     const stats = Array.from({ length: d.layers }, (_, l) => Array.from({ length: d.heads }, (_, h) => Array.from(d.stats.subarray((l * d.heads + h) * n, (l * d.heads + h + 1) * n))));
     return { names: d.names, layers: d.layers, heads: d.heads, size: d.size, stats };
   },
+  /** Test-only: a real crash in the worker, `kind` 'panic' or 'oom' (docs/PROTOCOL.md). The page
+   * reacts as to any crash; the promise rejects with the crash's message. */
+  crashForTests(kind, message) {
+    return request(MSG.CRASH_FOR_TESTS, { kind, message });
+  },
 };
 
 wire();

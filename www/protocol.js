@@ -17,6 +17,7 @@ export const MSG = Object.freeze({
   EXPLAIN: 'explain', // {id, layer, head, query}    (reply: {explanation})
   LOGIT_LENS: 'logit-lens', // {id, k}               (reply: {layers, position})
   HEAD_STATS: 'head-stats', // {id}                  (reply: {stats, names, layers, heads, size})
+  CRASH_FOR_TESTS: 'crash-for-tests', // {id, kind, message}  test-only: a real panic or OOM (reply: a crashed error)
   // worker → page
   PROGRESS: 'progress', // {file, loaded, total, phase, overallLoaded, overallTotal}
   STATUS: 'status', // {text, notice}

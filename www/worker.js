@@ -12,7 +12,7 @@ let glue = null; // the wasm-bindgen module (www/pkg/attnscope.js), once initial
 let glueReady = null; // its initialisation, shared by every `load`
 let engine = null;
 let info = null;
-let dead = null; // why the wasm instance is unusable (it trapped), or null
+let dead = null; // why the wasm instance is unusable (it trapped): {message, fix}, or null
 let loading = false;
 let generating = false;
 let stopRequested = false;
@@ -38,15 +38,19 @@ class CrashError extends Error {}
 
 function describeError(e) {
   if (e instanceof FileError) return { message: e.message, fix: e.fix, file: e.file, fatal: true };
-  if (e instanceof CrashError) return { message: e.message, fix: 'restart the model: the prompt and the text so far are kept', fatal: true, crashed: true };
+  // Every later request gets the crash's own message and fix: the page shows the last one.
+  if (e instanceof CrashError) return { ...dead, fatal: true, crashed: true };
   if (e instanceof WebAssembly.RuntimeError) {
     // console_error_panic_hook prints "panicked at FILE:LINE:COL:\nMESSAGE\n\nStack:\n…".
     const panic = lastConsoleError?.split(/\n\s*Stack:/)[0].replace(/\s+/g, ' ').trim() || null;
+    // The trap's own text ("unreachable") means nothing to a person; it goes to the console.
+    console.warn(`the wasm instance trapped: ${e.message}`);
+    const restart = 'restart the model: the prompt and the text so far are kept';
     dead = panic
-      ? `the model crashed: ${panic}`
-      : `the model crashed (${e.message}) without a panic message; most often the tab ran out of memory`;
+      ? { message: `the model crashed: ${panic}`, fix: restart }
+      : { message: 'the model crashed without an error message; most often this means the tab ran out of memory', fix: `${restart} (if it happens again, close other tabs, or choose q4_0 or a shorter prompt)` };
     engine = null;
-    return { message: dead, fix: 'restart the model: the prompt and the text so far are kept (if it happens again, choose q4_0 or a shorter prompt)', fatal: true, crashed: true };
+    return { ...dead, fatal: true, crashed: true };
   }
   if (e instanceof WebAssembly.LinkError || e instanceof WebAssembly.CompileError) {
     return { message: `${STALE_BUILD} (${e.message})`, fix: RELOAD_FIX, fatal: true };
@@ -116,7 +120,7 @@ async function instantiate({ dir, threads }) {
 }
 
 async function load({ quant = 'q8_0', base, threads }) {
-  if (dead) throw new CrashError(dead); // a trapped instance cannot be trusted: a new worker is needed
+  if (dead) throw new CrashError(dead.message); // a trapped instance cannot be trusted: a new worker is needed
   if (generating) throw new Error('a generation is running: stop it before switching weights');
   if (loading) throw new Error('the model is already loading: wait for it to finish');
   loading = true;
@@ -158,7 +162,7 @@ const yieldToEvents = () => new Promise((resolve) => {
 });
 
 function requireEngine() {
-  if (dead) throw new CrashError(dead);
+  if (dead) throw new CrashError(dead.message);
   if (!engine) throw new Error(loading ? 'the model is still loading' : 'the model is not loaded');
   return engine;
 }
@@ -199,7 +203,7 @@ async function generate({ id, prompt, options }) {
         reason = 'stopped';
         break;
       }
-      if (dead) throw new CrashError(dead);
+      if (dead) throw new CrashError(dead.message);
       const step = JSON.parse(model.next());
       if (step.id !== null) {
         firstAt ??= performance.now();
@@ -272,6 +276,16 @@ function headStats({ id }) {
   post(MSG.HEAD_STATS, { id, stats, names: HEAD_STAT_NAMES, layers: info.n_layers, heads: info.n_heads, size }, [stats.buffer]);
 }
 
+/**
+ * Test-only (docs/PROTOCOL.md): a real panic or out-of-memory inside the wasm instance, through
+ * the same error handling as every engine call, so the tests see what a person would.
+ */
+function crashForTests({ kind, message: text }) {
+  if (dead) throw new CrashError(dead.message);
+  if (!glue) throw new Error('the WebAssembly module is not loaded yet: send `load` first');
+  glue.crash_for_tests(kind, text ?? 'crash requested by a test');
+}
+
 function tokenize({ id, text, chat }) {
   post(MSG.TOKENIZE, { id, ...JSON.parse(requireEngine().tokenize(text, chat)) });
 }
@@ -301,6 +315,7 @@ onmessage = async (event) => {
       case MSG.EXPLAIN: explain(msg); break;
       case MSG.LOGIT_LENS: logitLens(msg); break;
       case MSG.HEAD_STATS: headStats(msg); break;
+      case MSG.CRASH_FOR_TESTS: crashForTests(msg); break;
       default: throw new Error(`unknown message type "${msg.type}"`);
     }
   } catch (e) {

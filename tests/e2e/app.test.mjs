@@ -292,33 +292,100 @@ test('JavaScript and WebAssembly from different builds are reported as stale app
   await openApp(b.page);
 });
 
-test('a crash in the engine offers a restart that keeps the prompt and the text', SLOW, async () => {
-  const page = b.page;
-  const before = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 6, temperature: 0 }));
-  // A real Rust panic cannot be provoked from outside, so the worker is made to see exactly what
-  // one looks like: the panic hook's console.error, then a RuntimeError from the engine call.
-  // The app's worker, not one of the threads build's pool workers (also listed by Playwright).
-  const worker = page.workers().filter((w) => new URL(w.url()).pathname.endsWith('/worker.js')).at(-1);
-  await worker.evaluate(() => {
-    const parse = JSON.parse;
-    JSON.parse = (text, ...rest) => {
-      if (typeof text === 'string' && text.startsWith('{"id":')) {
-        JSON.parse = parse;
-        console.error('panicked at src/generate.rs:1:1:\ntest panic from the browser test');
-        throw new WebAssembly.RuntimeError('unreachable');
-      }
-      return parse(text, ...rest);
-    };
-  });
-  const crashed = await page.evaluate(() => window.attnscope.generate({ prompt: 'Tell me a story', maxTokens: 6 }).then(() => null, (e) => e.message));
-  assert.match(crashed ?? '', /the model crashed: panicked at src\/generate\.rs/);
-  assert.match(await bannerText(page), /Restart the model/);
-  assert.equal(await page.inputValue('#prompt'), 'Tell me a story', 'the prompt is kept');
+// A sampled run, so that "the same tokens" also checks that the seed survives a restart.
+const CRASH_RUN = { prompt: 'Once upon a time', maxTokens: 16, temperature: 0.8, seed: 11 };
+const PANIC_TEXT = 'a panic injected by the browser test';
+
+/** What a crash leaves on screen, for the tests below. */
+const crashScreen = (page) => page.evaluate(() => ({
+  status: document.getElementById('model-status').textContent,
+  reason: document.getElementById('stat-reason').textContent,
+  prompt: document.getElementById('prompt').value,
+  outputPrompt: document.getElementById('output-prompt').textContent,
+  text: document.getElementById('output-text').textContent,
+  generateDisabled: document.getElementById('generate').disabled,
+  stopDisabled: document.getElementById('stop').disabled,
+}));
+
+/** Clicks "Restart the model" and waits for the fresh worker's model (from the Cache API). */
+async function restartFromBanner(page) {
+  assert.equal(await page.textContent('#banner-action'), 'Restart the model');
   await page.click('#banner-action');
   await page.waitForFunction(() => /^ready:.*from the cache/.test(document.getElementById('model-status').textContent));
-  const after = await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 6, temperature: 0 }));
-  assert.deepEqual(after.ids, before.ids, 'the restarted model answers as before');
-  b.problems.splice(0, b.problems.length, ...b.problems.filter((p) => !p.includes('test panic from the browser test')));
+  assert.equal(await bannerText(page), null, 'the banner is gone once the model is back');
+}
+
+test('a panic in the engine during a generation is shown readably, and a restart keeps the prompt and the text and repeats the run exactly', SLOW, async () => {
+  const page = b.page;
+  // The run without a crash, and the text on screen after each of its tokens.
+  await page.evaluate(() => {
+    window.__shown = [];
+    document.addEventListener('attnscope:token', () => window.__shown.push(document.getElementById('output-text').textContent));
+  });
+  const whole = await page.evaluate((run) => window.attnscope.generate(run), CRASH_RUN);
+  const texts = await page.evaluate(() => window.__shown.splice(0));
+  assert.equal(texts.length, whole.ids.length);
+  assert.equal(texts.at(-1), whole.text);
+
+  // The same run again. After its fourth token the page asks the worker for a real Rust panic
+  // (crash_for_tests in src/wasm.rs), which the worker handles between two tokens of the run.
+  const [run, crash] = await page.evaluate(({ run, panicText }) => {
+    const crash = new Promise((resolve) => {
+      const afterFourth = (e) => {
+        if (e.detail.index < 3) return;
+        document.removeEventListener('attnscope:token', afterFourth);
+        resolve(window.attnscope.crashForTests('panic', panicText).then(() => 'no crash', (err) => err.message));
+      };
+      document.addEventListener('attnscope:token', afterFourth);
+    });
+    return Promise.all([window.attnscope.generate(run).then(() => 'finished', (err) => err.message), crash]);
+  }, { run: CRASH_RUN, panicText: PANIC_TEXT });
+  const crashed = new RegExp(`^the model crashed: panicked at src/wasm\\.rs:\\d+:\\d+: ${PANIC_TEXT}$`);
+  assert.match(run, crashed, 'the generation ends with the panic’s message');
+  assert.match(crash, crashed);
+
+  const shown = await page.evaluate(() => window.__shown.splice(0));
+  assert.ok(shown.length >= 4 && shown.length < whole.ids.length, `the crash came mid-run (after ${shown.length} of ${whole.ids.length} tokens)`);
+  assert.deepEqual(shown, texts.slice(0, shown.length), 'up to the crash the run streamed exactly as before');
+  const banner = await bannerText(page);
+  assert.match(banner, new RegExp(`^The model crashed: panicked at src/wasm\\.rs:\\d+:\\d+: ${PANIC_TEXT} Fix: restart the model: the prompt and the text so far are kept Restart the model`));
+  assert.doesNotMatch(banner, /unreachable|RuntimeError/i, 'never the bare trap');
+  assert.deepEqual(await crashScreen(page), {
+    status: 'the model crashed', reason: 'the model crashed', prompt: CRASH_RUN.prompt, outputPrompt: CRASH_RUN.prompt,
+    text: shown.at(-1), generateDisabled: true, stopDisabled: true,
+  });
+
+  await restartFromBanner(page);
+  assert.equal(await page.textContent('#output-text'), shown.at(-1), 'the text so far survives the restart');
+  assert.equal(await page.inputValue('#prompt'), CRASH_RUN.prompt);
+  const again = await page.evaluate((r) => window.attnscope.generate(r), CRASH_RUN);
+  assert.deepEqual(again.ids, whole.ids, 'the restarted model gives the same tokens for the same seed');
+  assert.equal(await page.textContent('#output-text'), whole.text);
+  assert.equal(await page.textContent('#stat-reason'), 'reached max tokens');
+  b.problems.splice(0, b.problems.length, ...b.problems.filter((p) => !p.includes(PANIC_TEXT)));
+});
+
+test('running out of memory in the engine is reported as such, never as a bare trap, and a restart recovers', SLOW, async () => {
+  const page = b.page;
+  const before = await page.evaluate((r) => window.attnscope.generate(r), CRASH_RUN);
+  // A real allocation failure: crash_for_tests allocates until wasm32's 4 GiB are used up, and
+  // Rust's out-of-memory path aborts without a panic message, as a tab out of memory does.
+  const crash = await page.evaluate(() => window.attnscope.crashForTests('oom').then(() => 'no crash', (err) => err.message));
+  assert.equal(crash, 'the model crashed without an error message; most often this means the tab ran out of memory');
+  const banner = await bannerText(page);
+  assert.match(banner, /^The model crashed without an error message; most often this means the tab ran out of memory Fix: restart the model: the prompt and the text so far are kept \(if it happens again, close other tabs, or choose q4_0 or a shorter prompt\) Restart the model/);
+  assert.doesNotMatch(banner, /unreachable|RuntimeError/i, 'never the bare trap');
+  assert.deepEqual(await crashScreen(page), {
+    status: 'the model crashed', reason: 'reached max tokens', prompt: CRASH_RUN.prompt, outputPrompt: CRASH_RUN.prompt,
+    text: before.text, generateDisabled: true, stopDisabled: true,
+  });
+
+  await restartFromBanner(page);
+  assert.equal(await page.textContent('#output-text'), before.text, 'the text survives the restart');
+  const after = await page.evaluate((r) => window.attnscope.generate(r), CRASH_RUN);
+  assert.deepEqual(after.ids, before.ids, 'the restarted model gives the same tokens for the same seed');
+  // The fresh worker has a fresh wasm memory, not the exhausted 4 GiB one.
+  assert.ok(after.stats.wasm_memory_bytes < 1 << 30, `wasm memory after the restart: ${after.stats.wasm_memory_bytes} bytes`);
 });
 
 test('choosing q4_0 reloads the weights, and its greedy tokens equal the CLI’s', SLOW, async () => {

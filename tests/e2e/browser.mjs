@@ -2,7 +2,7 @@
 // over real HTTP (ATTNSCOPE_URL, started by ./build.sh test), and the native CLI's answers that
 // the page must reproduce (ATTNSCOPE_NATIVE_REF, or the CLI itself when that is not set).
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -37,6 +37,19 @@ export async function freshContext() {
   });
   context.setDefaultTimeout(120_000);
   const page = context.pages()[0] ?? (await context.newPage());
+  return {
+    context,
+    page,
+    problems: watchProblems(page),
+    async close() {
+      await context.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The page's errors and console errors (of its workers too), as they happen. */
+function watchProblems(page) {
   const problems = [];
   const watch = (target, where) => {
     target.on('console', (m) => {
@@ -46,13 +59,52 @@ export async function freshContext() {
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
   watch(page, 'page');
   page.on('worker', (w) => watch(w, 'worker'));
+  return problems;
+}
+
+/**
+ * Like freshContext, but its pages can really be hidden, as a tab is when another tab is in
+ * front. A browser Playwright launches cannot do that: Playwright turns on focus emulation
+ * (Emulation.setFocusEmulationEnabled) for every page, which keeps the page visible whatever is
+ * in front of it, and adds switches that turn backgrounding off. So Chromium is started here, with
+ * freshContext's switches only, and Playwright attaches over CDP without its defaults; bringing
+ * another page to the front then makes this one `document.visibilityState === 'hidden'`, with
+ * no animation frames and timers throttled to one a second, as in a person's browser.
+ */
+export async function hideableContext() {
+  const dir = mkdtempSync(join(tmpdir(), 'attnscope-e2e-hidden-'));
+  const browserProcess = spawn('/usr/bin/chromium', [
+    ...CHROMIUM_ARGS, `--user-data-dir=${dir}`, '--remote-debugging-port=0', '--window-size=1280,900', 'about:blank',
+  ], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => browserProcess.once('exit', resolve));
+  // With port 0 Chromium picks a free port and writes it as the first line of this file.
+  const portFile = join(dir, 'DevToolsActivePort');
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(portFile) || !readFileSync(portFile, 'utf8').includes('\n')) {
+    if (browserProcess.exitCode !== null || Date.now() > deadline) {
+      browserProcess.kill();
+      throw new Error(`Chromium (/usr/bin/chromium) did not open its DevTools port within 30 s (exit code ${browserProcess.exitCode})`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const port = readFileSync(portFile, 'utf8').split('\n')[0];
+  const browser = await chromium.connectOverCDP(`http://127.0.0.1:${port}`, { noDefaults: true });
+  const context = browser.contexts()[0];
+  context.setDefaultTimeout(120_000);
+  const page = context.pages()[0] ?? (await context.newPage());
   return {
     context,
     page,
-    problems,
+    problems: watchProblems(page),
     async close() {
-      await context.close();
-      rmSync(dir, { recursive: true, force: true });
+      // Over CDP, browser.close() only disconnects: ask Chromium itself to quit, and kill it if
+      // it does not. Its helper processes may still be writing to the profile for a moment after.
+      await (await browser.newBrowserCDPSession()).send('Browser.close').catch(() => {});
+      const quit = setTimeout(() => browserProcess.kill(), 10_000);
+      await exited;
+      clearTimeout(quit);
+      await browser.close();
+      rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
     },
   };
 }
