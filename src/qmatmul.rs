@@ -69,21 +69,13 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
         for i in 0..m {
             let xs = &x.scales[i * blocks..(i + 1) * blocks];
             let xq = &x.quants[i * cols..(i + 1) * cols];
-            if n == ROWS {
-                let sums = match w {
-                    QWeights::Q8_0 { scales, quants } => dot_q8::<ROWS>(scales, quants, r0, cols, xs, xq),
-                    QWeights::Q4_0 { scales, nibbles } => dot_q4::<ROWS>(scales, nibbles, r0, cols, xs, xq),
-                };
-                sums.into_iter().enumerate().for_each(|(k, v)| dst(i, r0 + k, v));
-            } else {
-                for r in r0..r0 + n {
-                    let [v] = match w {
-                        QWeights::Q8_0 { scales, quants } => dot_q8::<1>(scales, quants, r, cols, xs, xq),
-                        QWeights::Q4_0 { scales, nibbles } => dot_q4::<1>(scales, nibbles, r, cols, xs, xq),
-                    };
-                    dst(i, r, v);
-                }
-            }
+            // A short last group repeats its last row; the repeats are computed and dropped.
+            let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
+            let sums = match w {
+                QWeights::Q8_0 { scales, quants } => dot_q8(scales, quants, group, cols, xs, xq),
+                QWeights::Q4_0 { scales, nibbles } => dot_q4(scales, nibbles, group, cols, xs, xq),
+            };
+            sums.into_iter().take(n).enumerate().for_each(|(k, v)| dst(i, r0 + k, v));
         }
     };
     run_rows(rows, m, cols, out, &group_job);
@@ -162,36 +154,40 @@ fn run_rows(rows: usize, _m: usize, _cols: usize, out: &mut [f32], job: &RowJob)
 // follow this one order, so every build gives identical bits, and no SIMD build reduces across
 // lanes inside the loop.
 
-/// Rows r0..r0+R of a Q8_0 matrix against one activation row.
+/// Four rows of a Q8_0 matrix against one activation row.
 #[inline]
-fn dot_q8<const R: usize>(scales: &[f32], quants: &[i8], r0: usize, cols: usize, xs: &[f32], xq: &[i8]) -> [f32; R] {
-    let blocks = cols / BLOCK;
-    let ws: [&[f32]; R] = std::array::from_fn(|k| &scales[(r0 + k) * blocks..(r0 + k + 1) * blocks]);
-    let wq: [&[[i8; BLOCK]]; R] = std::array::from_fn(|k| quants[(r0 + k) * cols..(r0 + k + 1) * cols].as_chunks::<BLOCK>().0);
-    let mut acc: [lanes::Acc; R] = std::array::from_fn(|_| lanes::Acc::default());
-    for (b, (xb, dx)) in xq.as_chunks::<BLOCK>().0.iter().zip(xs).enumerate() {
-        let x = lanes::Widened::of(xb);
-        for k in 0..R {
-            acc[k].add(lanes::i8_32_widened(&wq[k][b], &x), ws[k][b] * dx);
-        }
-    }
-    std::array::from_fn(|k| acc[k].total())
+fn dot_q8(scales: &[f32], quants: &[i8], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8]) -> [f32; ROWS] {
+    let w = rows.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
+    dot_rows(scales, w, rows, cols, xs, xq, lanes::i8_32_widened)
 }
 
-/// Rows r0..r0+R of a Q4_0 matrix against one activation row.
+/// Four rows of a Q4_0 matrix against one activation row.
 #[inline]
-fn dot_q4<const R: usize>(scales: &[f32], nibbles: &[u8], r0: usize, cols: usize, xs: &[f32], xq: &[i8]) -> [f32; R] {
+fn dot_q4(scales: &[f32], nibbles: &[u8], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8]) -> [f32; ROWS] {
+    let w = rows.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
+    dot_rows(scales, w, rows, cols, xs, xq, lanes::nibbles_32_widened)
+}
+
+/// The loop both dot products share, written out for exactly four rows: with the rows in an
+/// array indexed by a loop counter, LLVM kept the four accumulators in memory and bounds-checked
+/// every access; as four named locals over slices of proven length, they stay in registers.
+#[inline(always)]
+fn dot_rows<W>(scales: &[f32], w: [&[W]; ROWS], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8], block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
     let blocks = cols / BLOCK;
-    let ws: [&[f32]; R] = std::array::from_fn(|k| &scales[(r0 + k) * blocks..(r0 + k + 1) * blocks]);
-    let wn: [&[[u8; 16]]; R] = std::array::from_fn(|k| nibbles[(r0 + k) * cols / 2..(r0 + k + 1) * cols / 2].as_chunks::<16>().0);
-    let mut acc: [lanes::Acc; R] = std::array::from_fn(|_| lanes::Acc::default());
-    for (b, (xb, dx)) in xq.as_chunks::<BLOCK>().0.iter().zip(xs).enumerate() {
-        let x = lanes::Widened::of(xb);
-        for k in 0..R {
-            acc[k].add(lanes::nibbles_32_widened(&wn[k][b], &x), ws[k][b] * dx);
-        }
+    let x = &xq.as_chunks::<BLOCK>().0[..blocks];
+    let xs = &xs[..blocks];
+    let [s0, s1, s2, s3] = rows.map(|r| &scales[r * blocks..(r + 1) * blocks]);
+    let [w0, w1, w2, w3] = w.map(|w| &w[..blocks]);
+    let (mut a0, mut a1, mut a2, mut a3) = (lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default());
+    for b in 0..blocks {
+        let xw = lanes::Widened::of(&x[b]);
+        let dx = xs[b];
+        a0.add(block(&w0[b], &xw), s0[b] * dx);
+        a1.add(block(&w1[b], &xw), s1[b] * dx);
+        a2.add(block(&w2[b], &xw), s2[b] * dx);
+        a3.add(block(&w3[b], &xw), s3[b] * dx);
     }
-    std::array::from_fn(|k| acc[k].total())
+    [a0.total(), a1.total(), a2.total(), a3.total()]
 }
 
 /// The portable definition of the lanes (and the fallback on other CPUs).
@@ -502,11 +498,11 @@ mod tests {
         let bytes: Vec<u8> = values(rows * cols, 6).iter().map(|v| (v * 127.0) as i8 as u8).collect();
         let quants: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
         let nibbles = &bytes[..rows * cols / 2];
-        let group = dot_q8::<ROWS>(&scales, &quants, 4, cols, &x.scales, &x.quants);
-        let alone: Vec<f32> = (4..8).map(|r| dot_q8::<1>(&scales, &quants, r, cols, &x.scales, &x.quants)[0]).collect();
+        let group = dot_q8(&scales, &quants, [4, 5, 6, 7], cols, &x.scales, &x.quants);
+        let alone: Vec<f32> = (4..8).map(|r| dot_q8(&scales, &quants, [r; ROWS], cols, &x.scales, &x.quants)[0]).collect();
         assert_eq!(group.to_vec(), alone, "Q8_0");
-        let group = dot_q4::<ROWS>(&scales, nibbles, 4, cols, &x.scales, &x.quants);
-        let alone: Vec<f32> = (4..8).map(|r| dot_q4::<1>(&scales, nibbles, r, cols, &x.scales, &x.quants)[0]).collect();
+        let group = dot_q4(&scales, nibbles, [4, 5, 6, 7], cols, &x.scales, &x.quants);
+        let alone: Vec<f32> = (4..8).map(|r| dot_q4(&scales, nibbles, [r; ROWS], cols, &x.scales, &x.quants)[0]).collect();
         assert_eq!(group.to_vec(), alone, "Q4_0");
     }
 
