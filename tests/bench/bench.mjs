@@ -95,25 +95,27 @@ async function browser() {
 async function oursFigures(quant, threads) {
   const { context, page, profile } = await browser();
   try {
-    let t0 = Date.now();
-    await page.goto(`${APP}/?threads=${threads}`);
-    if (quant !== 'q8_0') {
-      await page.evaluate(() => window.attnscope.ready);
-      t0 = Date.now();
-      await page.evaluate((q) => window.attnscope.generate({ prompt: 'x', maxTokens: 1, quant: q }), quant);
-    } else {
-      await page.evaluate(() => window.attnscope.ready);
-    }
+    const t0 = Date.now();
+    // The page's own link parameters choose the weights (share.js), so every load is the page's.
+    await page.goto(`${APP}/?threads=${threads}&quant=${quant}`);
+    await page.evaluate(() => window.attnscope.ready);
     const coldMs = Date.now() - t0;
-    // Warm: the page again, the model files from the Cache API.
+    // Warm: the page again, the model files from the Cache API; to ready, then to a first token.
     const warm = [];
+    const warmToToken = [];
+    const phases = [];
+    let loaded = null;
     for (let i = 0; i < RUNS; i++) {
       const t = Date.now();
       await page.reload();
-      await page.evaluate(() => window.attnscope.ready);
-      if (quant !== 'q8_0') await page.evaluate((q) => window.attnscope.generate({ prompt: 'x', maxTokens: 1, quant: q }), quant);
+      loaded = await page.evaluate(() => window.attnscope.ready);
       warm.push(Date.now() - t);
+      phases.push(loaded.phasesMs);
+      await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 1, temperature: 0 }));
+      warmToToken.push(Date.now() - t);
     }
+    const kvBytes = 2 * loaded.n_layers * loaded.n_kv_heads * loaded.head_dim * loaded.max_context * 4;
+    const fileBytes = statSync(join(ROOT, `models/smollm2-135m-instruct/model.${quant}.safetensors`)).size;
     const gen = (prompt) => page.evaluate(({ prompt, n }) => window.attnscope.generate({ prompt, maxTokens: n, temperature: 0, repeatPenalty: 1.1, seed: 1 }), { prompt, n: DECODE });
     const short = [];
     const long = [];
@@ -131,6 +133,12 @@ async function oursFigures(quant, threads) {
       ttft_ms: median(short.map((s) => s.ttft_ms)),
       cold_load_ms: coldMs,
       warm_load_ms: median(warm),
+      warm_load_phases_ms: Object.fromEntries(['wasm', 'files', 'build'].map((k) => [k, round(median(phases.map((p) => p?.[k])), 0)])),
+      warm_load_to_first_token_ms: median(warmToToken),
+      memory_after_load_bytes: loaded.wasm_memory_bytes,
+      weights_file_bytes: fileBytes,
+      kv_cache_bytes: kvBytes,
+      memory_short_run_bytes: short.at(-1).wasm_memory_bytes,
       threads: longContext.threads,
       wasm_memory_bytes: longContext.wasm_memory_bytes,
     };
@@ -221,7 +229,12 @@ const each = (f) => ['q8_0_t1', 'q8_0_t2', 'q4_0_t1', 'q4_0_t2'].map((k) => f(ou
 md.push(`| decode at ${ours.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${each((o) => `${round(o.decode_at_long_context)} (${Math.round((100 * o.decode_at_long_context) / o.decode)}%)`)} |`);
 md.push(`| cold load to ready (network, ms) | ${each((o) => o.cold_load_ms)} |`);
 md.push(`| warm load to ready (Cache API, ms) | ${each((o) => o.warm_load_ms)} |`);
-md.push(`| peak wasm memory (MB) after the long-context run | ${each((o) => round(o.wasm_memory_bytes / 2 ** 20, 0))} |`);
+md.push(`| … of which starting wasm / reading and checking the files / building the model (ms) | ${each((o) => `${o.warm_load_phases_ms.wasm} / ${o.warm_load_phases_ms.files} / ${o.warm_load_phases_ms.build}`)} |`);
+md.push(`| warm load to first token (ms) | ${each((o) => o.warm_load_to_first_token_ms)} |`);
+const mib = (b) => round(b / 2 ** 20, 0);
+md.push(`| wasm memory after load (MiB), and its ratio to weights file + KV cache (target ≤ 1.3× file + KV) | ${each((o) => `${mib(o.memory_after_load_bytes)} (file ${mib(o.weights_file_bytes)} + KV ${mib(o.kv_cache_bytes)}; target ${mib(1.3 * o.weights_file_bytes + o.kv_cache_bytes)})`)} |`);
+md.push(`| wasm memory after the short runs (MiB; attention capture grows with the tokens) | ${each((o) => mib(o.memory_short_run_bytes))} |`);
+md.push(`| peak wasm memory (MB) after the long-context run (capture full: 512 positions) | ${each((o) => round(o.wasm_memory_bytes / 2 ** 20, 0))} |`);
 md.push('', '| native figure | q8_0 | q4_0 |', '|---|---|---|');
 md.push(`| decode with attention capture on / off | ${ratio(report.native.q8_0.decode_capture, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.decode_capture, report.native.q4_0.decode)} |`);
 md.push(`| prefill ~256 tokens / decode | ${ratio(report.native.q8_0.prefill_long, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.prefill_long, report.native.q4_0.decode)} |`);
