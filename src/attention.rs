@@ -71,7 +71,9 @@ pub fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
 
 /// In-place softmax: scores → attention pattern (a probability row).
 pub fn pattern(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // A compare, not `f32::max`: wasm's f32.max treats NaN differently, so Rust calls a libm
+    // `fmaxf` for each element instead.
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
     let mut sum = 0.0;
     for x in row.iter_mut() {
         *x = libm::expf(*x - max);

@@ -149,7 +149,7 @@ impl SamplingParams {
 }
 
 fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m }); // no `fmaxf` call (attention.rs)
     let mut out: Vec<f32> = logits.iter().map(|&l| libm::expf((l - max) / temperature)).collect();
     let sum: f32 = out.iter().sum();
     out.iter_mut().for_each(|x| *x /= sum);
