@@ -112,23 +112,23 @@ pub fn import_gguf_bytes(path: &Path, bytes: &[u8]) -> Result<Imported, ConvertE
 
     // Names and shapes first, all problems at once, before anything is dequantized.
     let mut problems = Vec::new();
-    let mut found = HashMap::new();
+    let mut found = HashMap::new(); // Hugging Face name → (GGUF name, shape)
     for (gguf_name, info) in content.tensor_infos.iter() {
         match hf_name(gguf_name) {
             Some(name) => {
-                found.insert(name, info.shape.dims().to_vec());
+                found.insert(name, (gguf_name.clone(), info.shape.dims().to_vec()));
             }
             None => problems.push(format!("unexpected tensor `{gguf_name}`")),
         }
     }
-    for (name, shape) in expected_tensors(&config) {
-        match found.get(&name) {
+    let expected: HashMap<String, Vec<usize>> = expected_tensors(&config).into_iter().collect();
+    for (name, shape) in &expected {
+        match found.get(name) {
             None => problems.push(format!("missing tensor `{name}` (shape {shape:?})")),
-            Some(s) if s != &shape => problems.push(format!("`{name}` has shape {s:?}, the metadata implies {shape:?}")),
+            Some((_, s)) if s != shape => problems.push(format!("`{name}` has shape {s:?}, the metadata implies {shape:?}")),
             Some(_) => {}
         }
     }
-    let expected: HashMap<String, Vec<usize>> = expected_tensors(&config).into_iter().collect();
     for name in found.keys().filter(|n| !expected.contains_key(*n)) {
         problems.push(format!("unexpected tensor `{name}` (is llama.block_count right?)"));
     }
@@ -138,11 +138,8 @@ pub fn import_gguf_bytes(path: &Path, bytes: &[u8]) -> Result<Imported, ConvertE
     }
 
     let mut tensors = BTreeMap::new();
-    for (gguf_name, _) in content.tensor_infos.iter() {
-        let Some(name) = hf_name(gguf_name) else {
-            return Err(input(path, format!("unexpected tensor `{gguf_name}`")));
-        };
-        let q = content.tensor(&mut file, gguf_name, &Device::Cpu).map_err(|e| input(path, format!("tensor `{gguf_name}`: {e}")))?;
+    for (name, (gguf_name, _)) in found {
+        let q = content.tensor(&mut file, &gguf_name, &Device::Cpu).map_err(|e| input(path, format!("tensor `{gguf_name}`: {e}")))?;
         let t = q.dequantize(&Device::Cpu).map_err(|e| input(path, e))?;
         let shape = t.dims().to_vec();
         let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| input(path, e))?;

@@ -94,10 +94,14 @@ pub fn default_memory_limit() -> u64 {
     if let Some(mb) = std::env::var("ATTNSCOPE_MEMORY_LIMIT_MB").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
         return mb.saturating_mul(1 << 20);
     }
-    let total_kb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
-    });
-    total_kb.map_or(8 << 30, |kb| kb.saturating_mul(1024))
+    proc_kb("/proc/meminfo", "MemTotal:").map_or(8 << 30, |kb| kb.saturating_mul(1024))
+}
+
+/// A `key: N kB` line of a Linux /proc file (`/proc/meminfo`, `/proc/self/status`), in kB.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn proc_kb(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(key))?.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// The weights file of a quantization inside a model folder.

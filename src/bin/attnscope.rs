@@ -289,9 +289,8 @@ fn generate(a: &Args, out: &mut impl Write) -> Result<(), String> {
 
 /// Resident memory from /proc/self/status (Linux), in MB; None elsewhere.
 fn rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(round2(kb / 1024.0))
+    let kb = attnscope::loader::proc_kb("/proc/self/status", "VmRSS:")?;
+    Some(round2(kb as f64 / 1024.0))
 }
 
 fn round2(x: f64) -> f64 {
