@@ -175,7 +175,7 @@ function onToken({ id, token, stats, predictions }) {
   $('output-text').textContent = run.text;
   $('output').scrollTop = $('output').scrollHeight;
   showStats(stats);
-  document.dispatchEvent(new CustomEvent('attnscope:token', { detail: { id: token.id, index: run.ids.length - 1 } }));
+  document.dispatchEvent(new CustomEvent('attnscope:token', { detail: { id: token.id, index: run.ids.length - 1, stats } }));
   refreshAttention();
 }
 
@@ -595,9 +595,9 @@ window.attnscope = {
   /** Resolves with the model's info once it is loaded (rejects if it cannot be). */
   ready: null,
   /** Generates with the same worker and UI as the Generate button. Resolves to {ids, text, stats}. */
-  async generate({ prompt, chat = false, maxTokens = 64, temperature = 0, topK = null, topP = null, repeatPenalty = 1.1, seed = null, quant = null } = {}) {
+  async generate({ prompt, chat = false, maxTokens = 64, ignoreEos = false, temperature = 0, topK = null, topP = null, repeatPenalty = 1.1, seed = null, quant = null } = {}) {
     if (typeof prompt !== 'string') throw new TypeError('generate({prompt}) needs the prompt as a string');
-    const opts = engineOptions({ chat, maxTokens, temperature, topK, topP, repeatPenalty, seed: seed ?? randomSeed() });
+    const opts = engineOptions({ chat, maxTokens, ignoreEos, temperature, topK, topP, repeatPenalty, seed: seed ?? randomSeed() });
     if (!state.run) reflectOptions(prompt, opts, seed != null);
     return generate(prompt, opts, quant);
   },
