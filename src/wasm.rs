@@ -16,8 +16,15 @@ use crate::tokenizer::TextTokenizer;
 
 /// wasm32 addresses 4 GiB; leave room for the JS glue's copies and the allocator's slack.
 const WASM_MEMORY_LIMIT: u64 = 3 << 30;
-/// Positions the KV cache holds in the browser (~94 MB of f32 keys and values for SmolLM2).
+/// Positions the KV cache holds in the browser unless the page asks for another context (~90 MiB
+/// of f32 keys and values for SmolLM2): modest, because a course page may hold several models.
 const BROWSER_CONTEXT: usize = 2048;
+
+/// The KV positions the page asked for (the worker has checked it is a whole number), else the
+/// default. The loader caps it by the model's own limit, as natively (`--context`).
+fn requested_context(context: Option<u32>) -> usize {
+    context.map_or(BROWSER_CONTEXT, |n| n as usize)
+}
 
 /// The `threads` build's pool: `await initThreadPool(n)` once after `init`, before any Engine.
 /// (The re-export keeps the crate linked; its `#[wasm_bindgen]` export is what JS calls.)
@@ -41,10 +48,11 @@ pub fn memory_bytes() -> f64 {
 /// (weights, KV cache, scratch), and hands it to the allocator. Growing it allocation by
 /// allocation instead costs hundreds of milliseconds in V8 (each growth is a runtime call that
 /// replaces the memory's ArrayBuffer). Best effort: a bad config is reported by `Engine::new`.
+/// `context` must be the one `Engine::new` will get, or the reservation is too small or too big.
 #[wasm_bindgen]
-pub fn reserve_memory(config: &[u8], weights_bytes: f64) {
+pub fn reserve_memory(config: &[u8], weights_bytes: f64, context: Option<u32>) {
     let Ok(config) = crate::config::Config::from_json(config) else { return };
-    let (needed, _) = crate::model::memory_needed(&config, weights_bytes as u64, BROWSER_CONTEXT.min(config.max_position_embeddings), None);
+    let (needed, _) = crate::model::memory_needed(&config, weights_bytes as u64, requested_context(context).min(config.max_position_embeddings).max(2), None);
     let mut reservation = Vec::<u8>::new();
     // Freed at once: the block returns to the allocator, which carves the model out of it.
     let _ = reservation.try_reserve_exact(needed.min(WASM_MEMORY_LIMIT) as usize);
@@ -100,9 +108,11 @@ pub struct Engine {
 impl Engine {
     /// Builds the model from the three files' bytes (already size- and SHA-256-checked by the worker).
     /// The weights come as a `Vec`: their one copy in wasm memory becomes the model's storage.
+    /// `context`: KV cache positions (left out: 2,048; capped by the model's limit; `info()`
+    /// reports what was allocated as `max_context`).
     #[wasm_bindgen(constructor)]
-    pub fn new(config: &[u8], tokenizer: &[u8], weights: Vec<u8>) -> Result<Engine, JsError> {
-        let opts = LoadOptions { max_context: BROWSER_CONTEXT, capture_window: Some(DEFAULT_CAPTURE_WINDOW), memory_limit: Some(WASM_MEMORY_LIMIT) };
+    pub fn new(config: &[u8], tokenizer: &[u8], weights: Vec<u8>, context: Option<u32>) -> Result<Engine, JsError> {
+        let opts = LoadOptions { max_context: requested_context(context), capture_window: Some(DEFAULT_CAPTURE_WINDOW), memory_limit: Some(WASM_MEMORY_LIMIT) };
         let loaded = load(config, tokenizer, "the weights file", weights, &opts).map_err(js_err)?;
         Ok(Engine { model: loaded.model, tokenizer: loaded.tokenizer, generation: None })
     }

@@ -96,8 +96,8 @@ function createWorker() {
 }
 
 /** The Engine's generation options from named settings (the form's or an element's attributes). */
-export function engineOptions({ chat = false, maxTokens = 64, temperature = 0, topK = null, topP = null, repeatPenalty = 1.1, seed }) {
-  return { chat, max_tokens: maxTokens, temperature, top_k: topK, top_p: topP, repeat_penalty: repeatPenalty, repeat_last_n: 64, seed };
+export function engineOptions({ chat = false, maxTokens = 64, ignoreEos = false, temperature = 0, topK = null, topP = null, repeatPenalty = 1.1, seed }) {
+  return { chat, max_tokens: maxTokens, ignore_eos: ignoreEos, temperature, top_k: topK, top_p: topP, repeat_penalty: repeatPenalty, repeat_last_n: 64, seed };
 }
 
 export const randomSeed = () => crypto.getRandomValues(new Uint32Array(1))[0];

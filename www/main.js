@@ -13,7 +13,11 @@ import './views/teach-tabs.js';
 
 // ?threads=1 runs the single-thread build even where threads are possible (to compare them);
 // without it the worker uses every core when the page is cross-origin isolated.
-const REQUESTED_THREADS = Number(new URLSearchParams(location.search).get('threads')) || undefined;
+const PAGE_PARAMS = new URLSearchParams(location.search);
+const REQUESTED_THREADS = Number(PAGE_PARAMS.get('threads')) || undefined;
+// ?context=4096 gives the KV cache that many positions instead of 2,048 (each 2,048 cost ~90 MiB
+// of memory): for long generations. The worker checks the value (docs/PROTOCOL.md, `load`).
+const REQUESTED_CONTEXT = PAGE_PARAMS.get('context') ?? undefined;
 
 const $ = (id) => document.getElementById(id);
 const OVERVIEW_SIZE = 24; // thumbnail cells per side in the all-heads grid
@@ -67,7 +71,7 @@ function loadModel(quant) {
     state.loadCallbacks = { resolve, reject };
   });
   state.loading.catch(() => {});
-  send(MSG.LOAD, { quant, base: MODEL_BASE, threads: REQUESTED_THREADS });
+  send(MSG.LOAD, { quant, base: MODEL_BASE, threads: REQUESTED_THREADS, context: REQUESTED_CONTEXT });
   return state.loading;
 }
 
@@ -139,6 +143,9 @@ function onReady({ info, fromCache, loadMs, phasesMs, buildId }) {
   $('model-status').textContent = `ready: ${info.n_layers} layers × ${info.n_heads} heads, ${info.quant} weights, ${info.threads > 1 ? `${info.threads} threads` : 'one thread'}, loaded ${fromCache ? 'from the cache' : 'from the network'} in ${(loadMs / 1000).toFixed(1)} s`;
   $('build').textContent = buildId ? `build ${buildId.slice(0, 12)}` : '';
   $('capture-limit').textContent = String(info.capture_tokens);
+  $('context-limit').textContent = String(info.max_context);
+  // Prompt and answer share the context: more tokens than it holds can never be generated.
+  $('max-tokens').max = String(info.max_context - 1);
   fillSelectors(info);
   setBusy();
   refreshAttention({ overview: true });
@@ -168,7 +175,7 @@ function onToken({ id, token, stats, predictions }) {
   $('output-text').textContent = run.text;
   $('output').scrollTop = $('output').scrollHeight;
   showStats(stats);
-  document.dispatchEvent(new CustomEvent('attnscope:token', { detail: { id: token.id, index: run.ids.length - 1 } }));
+  document.dispatchEvent(new CustomEvent('attnscope:token', { detail: { id: token.id, index: run.ids.length - 1, stats } }));
   refreshAttention();
 }
 
@@ -588,9 +595,9 @@ window.attnscope = {
   /** Resolves with the model's info once it is loaded (rejects if it cannot be). */
   ready: null,
   /** Generates with the same worker and UI as the Generate button. Resolves to {ids, text, stats}. */
-  async generate({ prompt, chat = false, maxTokens = 64, temperature = 0, topK = null, topP = null, repeatPenalty = 1.1, seed = null, quant = null } = {}) {
+  async generate({ prompt, chat = false, maxTokens = 64, ignoreEos = false, temperature = 0, topK = null, topP = null, repeatPenalty = 1.1, seed = null, quant = null } = {}) {
     if (typeof prompt !== 'string') throw new TypeError('generate({prompt}) needs the prompt as a string');
-    const opts = engineOptions({ chat, maxTokens, temperature, topK, topP, repeatPenalty, seed: seed ?? randomSeed() });
+    const opts = engineOptions({ chat, maxTokens, ignoreEos, temperature, topK, topP, repeatPenalty, seed: seed ?? randomSeed() });
     if (!state.run) reflectOptions(prompt, opts, seed != null);
     return generate(prompt, opts, quant);
   },

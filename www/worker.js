@@ -59,7 +59,7 @@ function describeError(e) {
     return { message: `out of memory: ${e.message}`, fix: 'close other tabs, or choose the smaller q4_0 weights', fatal: true };
   }
   // Engine errors are JS Errors whose message already names the problem and what to do.
-  return { message: e?.message ?? String(e), fix: '', fatal: false };
+  return { message: e?.message ?? String(e), fix: e?.fix ?? '', fatal: false };
 }
 
 /**
@@ -119,10 +119,26 @@ async function instantiate({ dir, threads }) {
   return module;
 }
 
-async function load({ quant = 'q8_0', base, threads }) {
+/**
+ * The `context` of a `load` (the app's `?context=` URL parameter, so a string of digits counts):
+ * KV cache positions, or undefined for the engine's default (2,048). Checked here, before any
+ * download, because wasm-bindgen would wrap a negative or fractional number into some u32.
+ * The engine caps a valid value by the model's own limit; `ready.info.max_context` says the result.
+ */
+function contextPositions(context) {
+  if (context === undefined || context === null) return undefined;
+  const n = typeof context === 'string' && /^\s*\d+\s*$/.test(context) ? Number(context) : context;
+  if (Number.isInteger(n) && n >= 2 && n <= 2 ** 32 - 1) return n;
+  throw Object.assign(new Error(`context ${JSON.stringify(context)} is not a usable number of positions`), {
+    fix: 'give the context as a whole number of tokens from 2 up to the model\'s limit (8,192 for SmolLM2), e.g. ?context=4096, or leave it out for 2,048',
+  });
+}
+
+async function load({ quant = 'q8_0', base, threads, context }) {
   if (dead) throw new CrashError(dead.message); // a trapped instance cannot be trusted: a new worker is needed
   if (generating) throw new Error('a generation is running: stop it before switching weights');
   if (loading) throw new Error('the model is already loading: wait for it to finish');
+  const positions = contextPositions(context);
   loading = true;
   try {
     const started = performance.now();
@@ -143,8 +159,8 @@ async function load({ quant = 'q8_0', base, threads }) {
     post(MSG.STATUS, { text: 'building the model…' });
     const filesReady = performance.now();
     // One growth of wasm memory for what loading will hold, rather than one per allocation.
-    glue.reserve_memory(files['config.json'], files[weightsName].byteLength);
-    engine = new glue.Engine(files['config.json'], files['tokenizer.json'], files[weightsName]);
+    glue.reserve_memory(files['config.json'], files[weightsName].byteLength, positions);
+    engine = new glue.Engine(files['config.json'], files['tokenizer.json'], files[weightsName], positions);
     info = { ...JSON.parse(engine.info()), threads: glue.threads(), wasm_memory_bytes: glue.memory_bytes() };
     const end = performance.now();
     const phasesMs = { wasm: wasmReady - started, files: filesReady - wasmReady, build: end - filesReady };
