@@ -3,7 +3,8 @@
 #   ./build.sh serve   everything needed (toolchain, model, wasm), then the app on http://127.0.0.1:8080
 #   ./build.sh test    every test: Rust unit/integration tests and the headless-browser tests
 # Other commands: build (wasm only), model, bench, fuzz (FUZZ_SECONDS per target, default 60),
-# longrun (a 4,000-token generation with RSS and tokens/s every 250 tokens; docs/RELIABILITY.md).
+# longrun (a 4,000-token generation with memory and tokens/s every 250 tokens, natively and then
+# in headless Chromium; docs/RELIABILITY.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -212,6 +213,12 @@ case "$cmd" in
     model; wasm; native_bins; ensure_chromium; start_server
     ATTNSCOPE_URL="http://127.0.0.1:$PORT" node tests/bench/bench.mjs ;;
   fuzz) ensure_cargo_fuzz || die "cargo-fuzz needs the nightly toolchain"; fuzz_run "${FUZZ_SECONDS:-60}" ;;
-  longrun) model; cargo test --release --test long_run -- --ignored --nocapture ;;
+  longrun)
+    model
+    say "the native long run (tests/long_run.rs)"
+    cargo test --release --test long_run -- --ignored --nocapture
+    wasm; native_bins; ensure_chromium; start_server
+    say "the browser long run (tests/e2e/long-run.mjs, headless chromium)"
+    ATTNSCOPE_URL="http://127.0.0.1:$PORT" node tests/e2e/long-run.mjs ;;
   *) die "unknown command '$cmd': use serve, test, build, model, bench, fuzz or longrun" ;;
 esac

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, CACHE_NAME, freshContext, openApp, bannerText, nativeReference, runNative, generateArgs } from './browser.mjs';
+import { ROOT, BASE_URL, CACHE_NAME, freshContext, openApp, bannerText, nativeReference, runNative, generateArgs } from './browser.mjs';
 
 const SLOW = { timeout: 240_000 };
 const ref = nativeReference();
@@ -23,8 +23,8 @@ after(async () => {
 
 test('the page loads the model over HTTP, checks it and says it is ready', SLOW, async () => {
   assert.deepEqual(
-    { layers: info.n_layers, heads: info.n_heads, kv: info.n_kv_heads, capture: info.capture_tokens, quant: info.quant },
-    { layers: 30, heads: 9, kv: 3, capture: 512, quant: 'q8_0' },
+    { layers: info.n_layers, heads: info.n_heads, kv: info.n_kv_heads, capture: info.capture_tokens, context: info.max_context, quant: info.quant },
+    { layers: 30, heads: 9, kv: 3, capture: 512, context: 2048, quant: 'q8_0' },
   );
   // The test server sends COOP/COEP like ./build.sh serve: with two or more cores, the threads build runs.
   const cores = await b.page.evaluate(() => navigator.hardwareConcurrency);
@@ -59,6 +59,26 @@ test('the single-thread build (?threads=1) gives the same tokens as the threads 
     const result = await page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
     assert.deepEqual(result.ids, ref.ids);
     assert.equal(result.stats.threads, 1);
+  } finally {
+    await page.close();
+  }
+});
+
+test('?context=N gives the KV cache N positions (at most the model’s 8,192) and the page says so; anything else is refused, naming it', SLOW, async () => {
+  const page = await b.context.newPage();
+  try {
+    const long = await openApp(page, '/?context=4096');
+    assert.equal(long.max_context, 4096);
+    assert.equal(await page.textContent('#context-limit'), '4096');
+    assert.equal(await page.getAttribute('#max-tokens', 'max'), '4095', 'the form cannot ask for more tokens than the context holds');
+    assert.equal((await openApp(page, '/?context=100000')).max_context, 8192);
+    for (const bad of ['abc', '1', '2.5', '-4', '']) {
+      await page.goto(new URL(`/?context=${bad}`, BASE_URL).href);
+      await page.waitForFunction(() => !!window.attnscope?.ready);
+      const error = await page.evaluate(() => window.attnscope.ready.then(() => null, (e) => e.message));
+      assert.equal(error, `context "${bad}" is not a usable number of positions`);
+      assert.match(await bannerText(page), /Fix: give the context as a whole number of tokens .* e\.g\. \?context=4096, or leave it out for 2,048/);
+    }
   } finally {
     await page.close();
   }

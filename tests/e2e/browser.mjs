@@ -136,7 +136,10 @@ export function nativeReference() {
   return runNative({ prompt: 'The capital of France is', max_tokens: 24 });
 }
 
-/** Runs the native CLI (target/release/attnscope generate --json) with the given settings. */
+/**
+ * Runs the native CLI (target/release/attnscope generate --json) with the given settings; the
+ * optional `top_p`, `ignore_eos`, `context` and `capture` become the flags of the same names.
+ */
 export function runNative(settings) {
   const s = { ...CLI_DEFAULTS, ...settings };
   if (!existsSync(CLI)) return null;
@@ -146,6 +149,10 @@ export function runNative(settings) {
     '--repeat-penalty', String(s.repeat_penalty), '--seed', String(s.seed), '--json',
   ];
   if (s.chat) args.push('--chat');
+  if (s.top_p != null) args.push('--top-p', String(s.top_p));
+  if (s.ignore_eos) args.push('--ignore-eos');
+  if (s.context != null) args.push('--context', String(s.context));
+  if (s.capture) args.push('--capture');
   const out = execFileSync(CLI, args, { encoding: 'utf8' });
   const ids = out.trim().split('\n').map((line) => JSON.parse(line)).filter((line) => 'id' in line).map((line) => line.id);
   return { ...s, ids };
