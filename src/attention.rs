@@ -32,6 +32,14 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// The largest of `init` and `values` (NaNs are passed over). By comparison, not `f32::max`:
+/// wasm's `f32.max` treats NaN differently from Rust's, so `f32::max` becomes a libm `fmaxf`
+/// call per element there, on the softmax and activation-rounding paths of every step.
+#[inline]
+pub fn max(init: f32, values: impl IntoIterator<Item = f32>) -> f32 {
+    values.into_iter().fold(init, |m, x| if x > m { x } else { m })
+}
+
 /// For each query head r of a group: `rows[r][j] = q_r·k_j · scale`, with the group's queries
 /// side by side in `queries` (group × hd), the keys row by row in `keys` (n × hd) and the
 /// rows side by side in `rows` (group × n).
@@ -71,9 +79,7 @@ pub fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
 
 /// In-place softmax: scores → attention pattern (a probability row).
 pub fn pattern(row: &mut [f32]) {
-    // A compare, not `f32::max`: wasm's f32.max treats NaN differently, so Rust calls a libm
-    // `fmaxf` for each element instead.
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
+    let max = max(f32::NEG_INFINITY, row.iter().copied());
     let mut sum = 0.0;
     for x in row.iter_mut() {
         *x = exp_nonpositive(*x - max);

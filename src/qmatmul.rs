@@ -35,7 +35,7 @@ impl QActivations {
         self.scales.resize(rows * cols / BLOCK, 0.0);
         self.quants.resize(rows * cols, 0);
         for ((xb, qb), d_out) in x.chunks_exact(BLOCK).zip(self.quants.chunks_exact_mut(BLOCK)).zip(self.scales.iter_mut()) {
-            let amax = xb.iter().fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m }); // no `fmaxf` call (attention.rs)
+            let amax = crate::attention::max(0.0, xb.iter().map(|v| v.abs()));
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             for (q, &v) in qb.iter_mut().zip(xb) {

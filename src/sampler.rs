@@ -148,8 +148,9 @@ impl SamplingParams {
     }
 }
 
-fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m }); // no `fmaxf` call (attention.rs)
+/// softmax(logits / temperature), as probabilities summing to 1.
+pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
+    let max = crate::attention::max(f32::NEG_INFINITY, logits.iter().copied());
     let mut out: Vec<f32> = logits.iter().map(|&l| libm::expf((l - max) / temperature)).collect();
     let sum: f32 = out.iter().sum();
     out.iter_mut().for_each(|x| *x /= sum);
