@@ -67,12 +67,18 @@ pub fn load(config_json: &[u8], tokenizer_json: &[u8], weights_name: &str, weigh
 /// The KV positions to allocate, once weights + KV cache + capture + scratch are known to fit
 /// `opts.memory_limit` (refused with the figures otherwise).
 fn check_budget(config: &Config, weights_bytes: u64, opts: &LoadOptions) -> Result<usize, LoadError> {
-    let max_context = opts.max_context.min(config.max_position_embeddings).max(2);
+    let max_context = kv_positions(config, opts.max_context);
     let (needed, detail) = memory_needed(config, weights_bytes, max_context, opts.capture_window);
     match opts.memory_limit {
         Some(limit) if needed > limit => Err(ModelError::OutOfMemoryBudget { needed_mb: needed >> 20, limit_mb: limit >> 20, detail }.into()),
         _ => Ok(max_context),
     }
+}
+
+/// The KV cache positions a load allocates when `requested` are asked for: capped by the model's
+/// own limit, and at least 2.
+pub fn kv_positions(config: &Config, requested: usize) -> usize {
+    requested.min(config.max_position_embeddings).max(2)
 }
 
 /// Bytes loading adds to the file's own: one f32 scale per block, and the norms copied out.

@@ -52,7 +52,8 @@ pub fn memory_bytes() -> f64 {
 #[wasm_bindgen]
 pub fn reserve_memory(config: &[u8], weights_bytes: f64, context: Option<u32>) {
     let Ok(config) = crate::config::Config::from_json(config) else { return };
-    let (needed, _) = crate::model::memory_needed(&config, weights_bytes as u64, requested_context(context).min(config.max_position_embeddings).max(2), None);
+    let positions = crate::loader::kv_positions(&config, requested_context(context));
+    let (needed, _) = crate::model::memory_needed(&config, weights_bytes as u64, positions, None);
     let mut reservation = Vec::<u8>::new();
     // Freed at once: the block returns to the allocator, which carves the model out of it.
     let _ = reservation.try_reserve_exact(needed.min(WASM_MEMORY_LIMIT) as usize);
@@ -197,7 +198,7 @@ impl Engine {
         let mut layers = Vec::new();
         self.model
             .logit_lens(|layer, logits| {
-                let probs = softmax(logits);
+                let probs = crate::sampler::softmax(logits, 1.0);
                 let mut order: Vec<usize> = (0..logits.len()).collect();
                 order.select_nth_unstable_by(k, |&a, &b| logits[b].total_cmp(&logits[a]));
                 let mut top: Vec<usize> = order[..k].to_vec();
@@ -269,14 +270,6 @@ impl Engine {
         }
         Ok(js_sys::Float32Array::from(out.as_slice()))
     }
-}
-
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut out: Vec<f32> = logits.iter().map(|&l| libm::expf(l - max)).collect();
-    let sum: f32 = out.iter().sum();
-    out.iter_mut().for_each(|x| *x /= sum);
-    out
 }
 
 /// Max-pools (or, when t < size, repeats) a t × t matrix into size × size.
