@@ -1,7 +1,7 @@
 //! A model folder's files → a ready `Transformer` and tokenizer, checked in order (config, then
 //! the container, then the memory budget, then the tokenizer against the vocabulary, then every
 //! tensor against the config) so the first error names the file at fault and nothing big is
-//! allocated for a model that cannot run. The budget (weights as file and decoded, KV cache,
+//! allocated for a model that cannot run. The budget (the weights file, kept as the quants, plus the f32 block scales; KV cache,
 //! attention capture, scratch) is computed in u64 from the config alone, so on wasm32 a context
 //! length that would overflow a 32-bit size is refused with the figures rather than attempted. Natively the files are read from a folder; the browser
 //! hands the same bytes over from `fetch`.
