@@ -381,25 +381,24 @@ impl Weights {
         let st = QSafetensors::read(file, &bytes)?;
         check_tensors(file, &st, c)?;
         let base = bytes.as_ptr() as usize;
-        let (mut spans, mut vectors) = (HashMap::new(), HashMap::new());
+        let (mut spans, mut vectors) = (Vec::new(), HashMap::new());
         for (name, t) in &st.tensors {
             match t {
-                StoredTensor::Quantized { kind, rows, cols, blocks } => {
-                    spans.insert(name.clone(), (*kind, *rows, *cols, blocks.as_ptr() as usize - base..blocks.as_ptr() as usize - base + blocks.len()));
-                }
+                StoredTensor::Quantized { kind, rows, cols, blocks } => spans.push((name.clone(), *kind, *rows, *cols, blocks.as_ptr() as usize - base, blocks.len())),
                 StoredTensor::F32 { .. } => {
                     vectors.insert(name.clone(), vector(&st, name));
                 }
             }
         }
         drop(st);
-        let mut scales: HashMap<String, Vec<f32>> = spans.iter().map(|(name, (kind, _, _, at))| (name.clone(), split_blocks(*kind, &mut bytes[at.clone()]))).collect();
+        // Split every matrix in place (the bytes are still ours alone), then share them.
+        let mut parts: HashMap<String, (GgmlKind, usize, usize, usize, Vec<f32>)> =
+            spans.into_iter().map(|(name, kind, rows, cols, start, len)| (name, (kind, rows, cols, start, split_blocks(kind, &mut bytes[start..start + len])))).collect();
         let buf = Arc::new(bytes);
         let matrix = |name: &str| {
-            let (kind, rows, cols, at) = spans[name].clone();
-            let scales = scales.remove(name).expect("each matrix is taken once");
+            let (kind, rows, cols, start, scales) = parts.remove(name).expect("each matrix is taken once");
             let len = scales.len() * (kind.type_size() - 2);
-            QMatrix { kind, rows, cols, scales, quants: Quants { buf: buf.clone(), start: at.start, len } }
+            QMatrix { kind, rows, cols, scales, quants: Quants { buf: buf.clone(), start, len } }
         };
         let weights = Self::assemble(c, matrix, |name| vectors.remove(name).expect("each vector is taken once"));
         weights.check_finite(file)?;
