@@ -3,7 +3,7 @@
 //! see `wasm.rs`), so every number the page draws can be checked from a terminal.
 //!
 //! Reading order: `config` (the model's shape) → `format` (quantized safetensors) → `weights`
-//! (names → blocks) → `qmatmul` (the quantized product) → `tokenizer` → `attention` + `capture` → `model` (the forward pass) →
+//! (names → blocks) → `qmatmul` (the quantized product, split over threads by `team`) → `tokenizer` → `attention` + `capture` → `model` (the forward pass) →
 //! `sampler` → `generate` (the loop both front ends share) → `loader` (a folder → a model);
 //! `manifest` lists a folder's files with their SHA-256; `convert` imports GGUF (header checked
 //! by `gguf` first) / Hugging Face checkpoints; `wasm` is the browser binding.
@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod model;
 pub mod qmatmul;
 pub mod sampler;
+pub mod team;
 pub mod tokenizer;
 pub mod weights;
 

@@ -243,9 +243,12 @@ impl Transformer {
         }
         let chunks = tokens.chunks(PREFILL_CHUNK);
         let last = chunks.len() - 1;
-        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-            self.forward_chunk(chunk, i == last);
-        }
+        // One team of threads for the whole pass: its products are split without a wake each.
+        crate::team::run(|| {
+            for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+                self.forward_chunk(chunk, i == last);
+            }
+        });
         Ok(&self.state.logits)
     }
 
@@ -339,12 +342,14 @@ impl Transformer {
         let mut normed = vec![0f32; c.dim];
         let mut xq = QActivations::default();
         let mut logits = vec![0f32; c.vocab_size];
-        for l in 0..c.n_layers {
-            rmsnorm_rows(&mut normed, &self.resid_after[l * c.dim..(l + 1) * c.dim], &w.final_norm, c.rms_norm_eps);
-            xq.quantize(&normed, 1, c.dim);
-            w.output().matmul_q(&xq, &mut logits);
-            each(l, &logits);
-        }
+        crate::team::run(|| {
+            for l in 0..c.n_layers {
+                rmsnorm_rows(&mut normed, &self.resid_after[l * c.dim..(l + 1) * c.dim], &w.final_norm, c.rms_norm_eps);
+                xq.quantize(&normed, 1, c.dim);
+                w.output().matmul_q(&xq, &mut logits);
+                each(l, &logits);
+            }
+        });
         Some(())
     }
 

@@ -88,63 +88,34 @@ const ROWS: usize = 4;
 /// `dst(activation row, weight row, v)`; `out` is (m, rows).
 type RowJob<'a> = dyn Fn(usize, usize, &mut dyn FnMut(usize, usize, f32)) + Sync + 'a;
 
-/// Every row group in order, on this thread.
-fn run_rows_serial(rows: usize, out: &mut [f32], job: &RowJob) {
-    for g in (0..rows).step_by(ROWS) {
-        job(g, ROWS.min(rows - g), &mut |i, r, v| out[i * rows + r] = v);
-    }
-}
+/// Weight rows per part of a product handed to a thread (see `team`). Rows are split, never the
+/// sum inside a row, so every thread count computes the same bits.
+const ROWS_PER_PART: usize = 64;
 
-/// Spreads weight rows over rayon's threads: natively, and in the browser's `threads` build (a
-/// pool of Web Workers); the plain browser build runs them in order on its one thread. Rows are
-/// split, never the sum inside a row, so every build computes the same bits.
-#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+/// Runs `job` over every row group, spread over the pass's team of threads.
 fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: &RowJob) {
-    use rayon::prelude::*;
-    const ROWS_PER_TASK: usize = 64;
-    // Waking a browser's pool of Web Workers costs tens of microseconds, more than a one-token
-    // product with a 576-wide layer matrix takes on one core (measured: two threads made decoding
-    // slower). There only the big products go parallel: the output head, and prefill chunks.
-    const MIN_PARALLEL_WORK: usize = if cfg!(target_arch = "wasm32") { 1 << 22 } else { 0 };
-    if m * rows * cols < MIN_PARALLEL_WORK {
-        return run_rows_serial(rows, out, job);
-    }
-    if m == 1 {
-        // One activation row (a decode step): `out` is the weight rows themselves, so each task
-        // writes its own slice, with nothing allocated per token.
-        out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(|(c, slice)| {
-            let r0 = c * ROWS_PER_TASK;
-            for g in (0..slice.len()).step_by(ROWS) {
-                job(r0 + g, ROWS.min(slice.len() - g), &mut |_, r, v| slice[r - r0] = v);
-            }
-        });
-        return;
-    }
-    // Columns of `out` are weight rows; collect per task, then scatter (tasks own disjoint rows).
-    let chunks: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
-        .into_par_iter()
-        .map(|c| {
-            let r0 = c * ROWS_PER_TASK;
-            let r1 = (r0 + ROWS_PER_TASK).min(rows);
-            let mut local = vec![0f32; (r1 - r0) * m];
-            for g in (r0..r1).step_by(ROWS) {
-                job(g, ROWS.min(r1 - g), &mut |i, r, v| local[(r - r0) * m + i] = v);
-            }
-            (r0, local)
-        })
-        .collect();
-    for (r0, local) in chunks {
-        for k in 0..local.len() / m {
-            for i in 0..m {
-                out[i * rows + r0 + k] = local[k * m + i];
-            }
+    let out = Disjoint(out.as_mut_ptr(), out.len());
+    crate::team::for_each_part(rows.div_ceil(ROWS_PER_PART), m * rows * cols, &|part| {
+        let (r0, r1) = (part * ROWS_PER_PART, ((part + 1) * ROWS_PER_PART).min(rows));
+        for g in (r0..r1).step_by(ROWS) {
+            // SAFETY: this part alone writes the columns r0..r1 of `out` (m × rows).
+            job(g, ROWS.min(r1 - g), &mut |i, r, v| unsafe { out.write(i * rows + r, v) });
         }
-    }
+    });
 }
 
-#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-fn run_rows(rows: usize, _m: usize, _cols: usize, out: &mut [f32], job: &RowJob) {
-    run_rows_serial(rows, out, job)
+/// `out` shared by the parts of one product, each writing only its own weight rows' columns.
+struct Disjoint(*mut f32, usize);
+
+// SAFETY: the parts write disjoint elements, and `for_each_part` returns only after all have.
+unsafe impl Sync for Disjoint {}
+
+impl Disjoint {
+    /// SAFETY: no other thread writes or reads element `at` meanwhile.
+    unsafe fn write(&self, at: usize, v: f32) {
+        assert!(at < self.1);
+        unsafe { *self.0.add(at) = v };
+    }
 }
 
 // The dot products. Each block's 32 integer products are summed into four lanes, lane k holding
@@ -521,6 +492,21 @@ mod tests {
             let mut o = vec![0f32; rows];
             qm.matmul_q(&one, &mut o);
             assert_eq!(o, out[i * rows..(i + 1) * rows], "row {i}");
+        }
+    }
+
+    #[test]
+    fn a_product_split_over_a_team_of_threads_equals_it_on_one_thread() {
+        // 300 rows: five parts of 64, the last one short, and a short last group of four.
+        let (rows, cols, m) = (300, 96, 3);
+        for kind in [crate::format::GgmlKind::Q8_0, crate::format::GgmlKind::Q4_0] {
+            let qm = crate::weights::QMatrix::quantize(kind, rows, cols, &values(rows * cols, 4));
+            let mut x = QActivations::default();
+            x.quantize(&values(m * cols, 5), m, cols);
+            let (mut alone, mut shared) = (vec![0f32; m * rows], vec![0f32; m * rows]);
+            qm.matmul_q(&x, &mut alone); // small work outside a pass: this thread, in order
+            crate::team::run(|| qm.matmul_q(&x, &mut shared));
+            assert_eq!(alone, shared, "{kind:?}");
         }
     }
 }

@@ -1,0 +1,225 @@
+//! A team of threads for one forward pass: the calling thread and the pool's other threads split
+//! each matrix product by rows, and between products the helpers spin rather than sleep.
+//!
+//! Why not a rayon `par_iter` per product: a decode step is 211 products of a millisecond or less,
+//! and each handoff to a sleeping pool thread costs a wake — tens of microseconds for a browser's
+//! Web Worker, more than most of these products take (measured: two threads then decoded only
+//! 3–14% faster than one). Here the pool's threads are woken once per pass and the products are
+//! handed over through one atomic word, so a second core roughly doubles the memory bandwidth the
+//! products get, which is what bounds decoding.
+//!
+//! The split never changes a result: parts are whole rows, and a row's sum is the same whichever
+//! thread computes it.
+
+/// A product's work: `job(part)` for every part in 0..parts, in any order, on any thread.
+pub type Job<'a> = &'a (dyn Fn(usize) + Sync);
+
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+pub use pool::{for_each_part, run};
+
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+mod pool {
+    use super::Job;
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+
+    /// Work big enough to be worth waking the pool for, outside a pass (≈ a millisecond on one core).
+    const WAKE_WORTH: usize = 1 << 22;
+
+    /// Runs `pass` with the pool's other threads standing by for the products inside it.
+    /// Without a pool (one thread), or inside a pass already, it just runs `pass`.
+    pub fn run<R>(pass: impl FnOnce() -> R) -> R {
+        let helpers = rayon::current_num_threads().saturating_sub(1);
+        if helpers == 0 || !CURRENT.get().is_null() {
+            return pass();
+        }
+        let team = Team::default();
+        rayon::in_place_scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(|_| team.help());
+            }
+            // Dropped on return or unwind: the helpers stop, and the scope can end.
+            let _member = Member::join(&team);
+            pass()
+        })
+    }
+
+    /// Runs `job` for every part: over the team inside a pass; outside one, over a team of its own
+    /// when `work` (multiply-adds) pays for waking the pool; otherwise here, in order.
+    pub fn for_each_part(parts: usize, work: usize, job: Job) {
+        let current = CURRENT.get();
+        if !current.is_null() {
+            // SAFETY: CURRENT points at the team of the pass running on this thread (see Member).
+            return unsafe { &*current }.share(parts, job);
+        }
+        if work >= WAKE_WORTH && rayon::current_num_threads() > 1 {
+            return run(|| for_each_part(parts, work, job));
+        }
+        (0..parts).for_each(job);
+    }
+
+    thread_local! {
+        /// The team of the pass this thread is running, if any.
+        pub(super) static CURRENT: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+    }
+
+    /// Whether this thread is running a pass (for tests).
+    #[cfg(test)]
+    pub fn in_pass() -> Option<()> {
+        (!CURRENT.get().is_null()).then_some(())
+    }
+
+    /// The shared state. `state` packs the job's epoch, its part count and the next unclaimed part,
+    /// so a thread claims a part of exactly the job it saw, with one compare-and-swap.
+    #[derive(Default)]
+    struct Team {
+        state: AtomicU64,
+        /// The current job (a `Job` on the publishing thread's stack).
+        job: AtomicPtr<()>,
+        finished: AtomicUsize,
+        quit: AtomicBool,
+    }
+
+    const FIELD: u32 = 20;
+    const MASK: u64 = (1 << FIELD) - 1;
+
+    impl Team {
+        /// Publishes a job, works on it, and returns once every part has finished.
+        fn share(&self, parts: usize, job: Job) {
+            assert!((parts as u64) < MASK, "a product split into {parts} parts");
+            self.finished.store(0, Relaxed);
+            let slot: Job = job;
+            self.job.store(&slot as *const Job as *mut (), Relaxed);
+            let epoch = (self.state.load(Relaxed) >> (2 * FIELD)) + 1;
+            // Release: a thread that sees this state also sees the job and the reset count.
+            self.state.store((epoch << (2 * FIELD)) | ((parts as u64) << FIELD), Release);
+            self.work();
+            let mut spins = 0u32;
+            while self.finished.load(Acquire) < parts {
+                pause(&mut spins);
+            }
+        }
+
+        /// Claims and runs parts of the current job until none is left; true if it ran any.
+        fn work(&self) -> bool {
+            let mut ran = false;
+            loop {
+                let state = self.state.load(Acquire);
+                let (parts, next) = ((state >> FIELD) & MASK, state & MASK);
+                if next >= parts {
+                    return ran;
+                }
+                if self.state.compare_exchange_weak(state, state + 1, AcqRel, Relaxed).is_err() {
+                    continue;
+                }
+                // SAFETY: the publisher of this job waits until every claimed part has finished, so
+                // the job (and the slot pointing at it) outlive this call.
+                let job = unsafe { *(self.job.load(Acquire) as *const Job) };
+                job(next as usize);
+                self.finished.fetch_add(1, Release);
+                ran = true;
+            }
+        }
+
+        /// A helper's life: take parts as they are published, until the pass ends.
+        fn help(&self) {
+            let mut spins = 0u32;
+            while !self.quit.load(Acquire) {
+                if self.work() {
+                    spins = 0;
+                } else {
+                    pause(&mut spins);
+                }
+            }
+        }
+    }
+
+    /// A busy wait that gives the core away now and then: natively, tests run several passes at
+    /// once on two cores, and a helper spinning there must not starve the thread it waits for.
+    fn pause(spins: &mut u32) {
+        *spins += 1;
+        if *spins % 1024 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// This thread's membership of a pass's team, ended when dropped.
+    struct Member<'a>(&'a Team);
+
+    impl<'a> Member<'a> {
+        fn join(team: &'a Team) -> Self {
+            CURRENT.set(team);
+            Member(team)
+        }
+    }
+
+    impl Drop for Member<'_> {
+        fn drop(&mut self) {
+            CURRENT.set(std::ptr::null());
+            self.0.quit.store(true, Release);
+        }
+    }
+}
+
+/// The plain browser build has one thread: a pass is just the pass, a product runs in order.
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
+pub fn run<R>(pass: impl FnOnce() -> R) -> R {
+    pass()
+}
+
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
+pub fn for_each_part(parts: usize, _work: usize, job: Job) {
+    (0..parts).for_each(job);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Mutex;
+
+    fn parts_seen(parts: usize) -> Vec<usize> {
+        let seen = Mutex::new(Vec::new());
+        run(|| for_each_part(parts, 0, &|p| seen.lock().unwrap().push(p)));
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        seen
+    }
+
+    #[test]
+    fn every_part_runs_exactly_once_in_a_pass() {
+        for parts in [0, 1, 2, 7, 64, 1000] {
+            assert_eq!(parts_seen(parts), (0..parts).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn many_products_in_one_pass_each_finish_before_the_next_begins() {
+        let counts: Vec<AtomicUsize> = (0..500).map(|_| AtomicUsize::new(0)).collect();
+        run(|| {
+            for (i, count) in counts.iter().enumerate() {
+                for_each_part(i % 13 + 1, 0, &|_| {
+                    count.fetch_add(1, Relaxed);
+                });
+                assert_eq!(count.load(Relaxed), i % 13 + 1, "product {i} returned before all its parts ran");
+            }
+        });
+    }
+
+    #[test]
+    fn outside_a_pass_small_work_runs_here_in_order() {
+        let seen = Mutex::new(Vec::new());
+        for_each_part(5, 10, &|p| seen.lock().unwrap().push(p));
+        assert_eq!(seen.into_inner().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_panicking_pass_releases_its_helpers() {
+        let caught = std::panic::catch_unwind(|| run(|| panic!("inside a pass")));
+        assert!(caught.is_err());
+        assert!(pool::in_pass().is_none(), "the thread is left outside any pass");
+        assert_eq!(parts_seen(3), vec![0, 1, 2], "a later pass still works");
+    }
+}
