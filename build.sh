@@ -110,7 +110,10 @@ model() {
 # ---- the wasm builds --------------------------------------------------------------------------
 # www/pkg: one thread, stable Rust, runs everywhere (plain static hosts included).
 # www/pkg-threads: rayon on Web Workers over shared memory (nightly, +atomics, std rebuilt), used
-# by the worker when the page is cross-origin isolated. Both compute the same bits.
+# by the worker when the page is cross-origin isolated.
+# www/pkg-relaxed and www/pkg-threads-relaxed: the same two with relaxed SIMD (an int8 dot product
+# instruction, src/qmatmul.rs), which a browser without it refuses to compile; the worker checks
+# for it first. All four compute the same bits.
 # The linker must be told to share and import the memory and export the TLS symbols that
 # wasm-bindgen's thread support initialises each worker with.
 THREADS_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals \
@@ -155,23 +158,35 @@ wasm() {
   # .cargo/config.toml adds -C target-feature=+simd128 for this target.
   cargo build --release --target wasm32-unknown-unknown --lib
   package_wasm target/wasm32-unknown-unknown/release/attnscope.wasm pkg
-  # The threads build is an addition, never a requirement: without nightly the worker runs www/pkg.
+  say "building the relaxed-SIMD wasm module"
+  RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR=target/relaxed \
+    cargo build --release --target wasm32-unknown-unknown --lib
+  package_wasm target/relaxed/wasm32-unknown-unknown/release/attnscope.wasm pkg-relaxed --enable-relaxed-simd
+  # The threads builds are an addition, never a requirement: without nightly the worker runs one thread.
   if ! have_nightly; then
-    say "no nightly toolchain: skipping the threads build (the page runs on one thread; rustup toolchain install nightly)"
-    rm -rf www/pkg-threads
+    say "no nightly toolchain: skipping the threads builds (the page runs on one thread; rustup toolchain install nightly)"
+    rm -rf www/pkg-threads www/pkg-threads-relaxed
     return
   fi
   ensure_nightly_wasm
-  say "building the threads wasm module (nightly, atomics, rayon on Web Workers)"
-  RUSTFLAGS="$THREADS_RUSTFLAGS" CARGO_TARGET_DIR=target/threads cargo +nightly build --release \
+  threads_build pkg-threads target/threads "$THREADS_RUSTFLAGS"
+  threads_build pkg-threads-relaxed target/threads-relaxed "${THREADS_RUSTFLAGS/+simd128,/+simd128,+relaxed-simd,}" --enable-relaxed-simd
+}
+
+# One threads build: $1 the folder in www/, $2 its cargo target folder, $3 its RUSTFLAGS, $4 an
+# extra wasm-opt feature.
+threads_build() {
+  local dir=$1 target=$2 flags=$3 extra=${4:-}
+  say "building $dir (nightly, atomics, rayon on Web Workers)"
+  RUSTFLAGS="$flags" CARGO_TARGET_DIR="$target" cargo +nightly build --release \
     --target wasm32-unknown-unknown --lib --features threads -Z build-std=panic_abort,std
-  package_wasm target/threads/wasm32-unknown-unknown/release/attnscope.wasm pkg-threads --enable-threads
+  package_wasm "$target/wasm32-unknown-unknown/release/attnscope.wasm" "$dir" "--enable-threads $extra"
   # wasm-bindgen-rayon starts its Web Workers from a blob: copy of its helper script (for CDN
   # hosting), which a strict Content-Security-Policy (worker-src falling back to 'self') refuses,
   # and the pool then waits forever. Our helper is same-origin: start the workers from its URL.
   local helper
-  helper=$(find www/pkg-threads/snippets -name 'workerHelpers.no-bundler.js' | head -1)
-  [[ -n "$helper" ]] || die "www/pkg-threads: wasm-bindgen-rayon's worker helper is missing"
+  helper=$(find "www/$dir/snippets" -name 'workerHelpers.no-bundler.js' | head -1)
+  [[ -n "$helper" ]] || die "www/$dir: wasm-bindgen-rayon's worker helper is missing"
   perl -0pi -e 's{let scriptBlob = await fetch\(import\.meta\.url\)\.then\(r => r\.blob\(\)\);\s*let url = URL\.createObjectURL\(scriptBlob\);}{const url = import.meta.url; // same-origin: no blob: URL (CSP)}' "$helper"
   grep -q 'const url = import.meta.url;' "$helper" || die "$helper: could not make its workers same-origin (wasm-bindgen-rayon changed?)"
 }

@@ -68,6 +68,7 @@ fn split<const Q: usize>(blocks: &mut [u8]) -> Vec<f32> {
         let quants: [u8; Q] = blocks[at + 2..at + size].try_into().expect("Q bytes");
         blocks[i * Q..(i + 1) * Q].copy_from_slice(&quants);
     }
+    qmatmul::to_kernel_order(&mut blocks[..n * Q]);
     scales
 }
 
@@ -116,7 +117,9 @@ impl QMatrix {
         for (d, q) in self.scales.iter().zip(self.quants.bytes().chunks_exact(self.kind.type_size() - 2)) {
             // Exact: every scale came from an f16.
             out.extend_from_slice(&f16::from_f32(*d).to_le_bytes());
+            let at = out.len();
             out.extend_from_slice(q);
+            qmatmul::to_ggml_order(&mut out[at..]);
         }
         out
     }
@@ -128,20 +131,22 @@ impl QMatrix {
 
     /// Dequantizes one row (an embedding lookup) into `out` (cols).
     pub fn row(&self, row: usize, out: &mut [f32]) {
-        let (cols, per_row) = (self.cols, self.cols / 32);
-        match self.view() {
-            QWeights::Q8_0 { scales, quants } => {
-                for (j, o) in out[..cols].iter_mut().enumerate() {
-                    *o = quants[row * cols + j] as f32 * scales[row * per_row + j / 32];
-                }
-            }
-            QWeights::Q4_0 { scales, nibbles } => {
-                for b in 0..per_row {
-                    let d = scales[row * per_row + b];
-                    let q = &nibbles[(row * per_row + b) * 16..(row * per_row + b + 1) * 16];
+        let per_row = self.cols / 32;
+        let type_q = self.kind.type_size() - 2;
+        let bytes = self.quants.bytes();
+        for (b, o) in out[..self.cols].chunks_exact_mut(32).enumerate() {
+            let block = row * per_row + b;
+            // The block's quants in GGML's order, whatever order the kernel keeps them in.
+            let mut q = [0u8; 32];
+            q[..type_q].copy_from_slice(&bytes[block * type_q..(block + 1) * type_q]);
+            qmatmul::to_ggml_order(&mut q[..type_q]);
+            let d = self.scales[block];
+            match self.kind {
+                GgmlKind::Q8_0 => o.iter_mut().zip(q).for_each(|(o, q)| *o = q as i8 as f32 * d),
+                GgmlKind::Q4_0 => {
                     for j in 0..16 {
-                        out[b * 32 + j] = ((q[j] & 0x0F) as i32 - 8) as f32 * d;
-                        out[b * 32 + j + 16] = ((q[j] >> 4) as i32 - 8) as f32 * d;
+                        o[j] = ((q[j] & 0x0F) as i32 - 8) as f32 * d;
+                        o[j + 16] = ((q[j] >> 4) as i32 - 8) as f32 * d;
                     }
                 }
             }

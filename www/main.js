@@ -18,10 +18,16 @@ const REQUESTED_THREADS = Number(PAGE_PARAMS.get('threads')) || undefined;
 // ?context=4096 gives the KV cache that many positions instead of 2,048 (each 2,048 cost ~90 MiB
 // of memory): for long generations. The worker checks the value (docs/PROTOCOL.md, `load`).
 const REQUESTED_CONTEXT = PAGE_PARAMS.get('context') ?? undefined;
+// ?relaxed=0 keeps to the plain-SIMD builds even where relaxed SIMD is available (to compare them).
+const REQUESTED_RELAXED = PAGE_PARAMS.get('relaxed') !== '0';
 
 const $ = (id) => document.getElementById(id);
 const OVERVIEW_SIZE = 24; // thumbnail cells per side in the all-heads grid
 const OVERVIEW_EVERY_MS = 1500; // the grid is refreshed at most this often during a generation
+// While tokens stream, the views redraw at most this often: redrawing per token kept the page's
+// main thread busy all the time (a whole core on a two-core laptop), taking the core a second
+// compute thread needs; the text itself still appears token by token.
+const REDRAW_EVERY_MS = 200;
 
 const state = {
   info: null, // Engine.info() of the loaded model, null while loading or after a crash
@@ -39,6 +45,8 @@ const state = {
   refreshing: false,
   refreshAgain: null, // options of a refresh asked for while one was in flight
   lastOverviewAt: 0,
+  lastRefreshAt: 0,
+  redrawTimer: null, // a refresh waiting for REDRAW_EVERY_MS to pass
 };
 
 // ---------------------------------------------------------------- the worker
@@ -71,7 +79,7 @@ function loadModel(quant) {
     state.loadCallbacks = { resolve, reject };
   });
   state.loading.catch(() => {});
-  send(MSG.LOAD, { quant, base: MODEL_BASE, threads: REQUESTED_THREADS, context: REQUESTED_CONTEXT });
+  send(MSG.LOAD, { quant, base: MODEL_BASE, threads: REQUESTED_THREADS, relaxed: REQUESTED_RELAXED, context: REQUESTED_CONTEXT });
   return state.loading;
 }
 
@@ -176,7 +184,17 @@ function onToken({ id, token, stats, predictions }) {
   $('output').scrollTop = $('output').scrollHeight;
   showStats(stats);
   document.dispatchEvent(new CustomEvent('attnscope:token', { detail: { id: token.id, index: run.ids.length - 1, stats } }));
-  refreshAttention();
+  redrawSoon();
+}
+
+/** A refresh after this token, no sooner than REDRAW_EVERY_MS after the last one began. */
+function redrawSoon() {
+  if (state.redrawTimer !== null) return;
+  const wait = Math.max(0, state.lastRefreshAt + REDRAW_EVERY_MS - performance.now());
+  state.redrawTimer = setTimeout(() => {
+    state.redrawTimer = null;
+    refreshAttention();
+  }, wait);
 }
 
 function onDone({ id, reason, stats, ids, text, tokensAfterStop }) {
@@ -299,6 +317,7 @@ async function refreshAttention({ overview = false } = {}) {
     return;
   }
   state.refreshing = true;
+  state.lastRefreshAt = performance.now();
   try {
     const { layer, head } = state.selection;
     const data = await fetchAttention(layer, head);

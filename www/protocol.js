@@ -7,7 +7,7 @@ export const PROTOCOL_VERSION = 2;
 
 export const MSG = Object.freeze({
   // page → worker
-  LOAD: 'load', // {quant, base, threads, context}
+  LOAD: 'load', // {quant, base, threads, relaxed, context}
   GENERATE: 'generate', // {id, prompt, options}
   STOP: 'stop', // {}
   ATTENTION: 'attention', // {id, layer, head, mean}  (also the reply, with the data)

@@ -10,6 +10,7 @@ import { FileError, loadModelFiles, sha256 } from './weights.js';
 
 let glue = null; // the wasm-bindgen module (www/pkg/attnscope.js), once initialised
 let glueReady = null; // its initialisation, shared by every `load`
+let glueDir = null; // which build it is (www/pkg, www/pkg-relaxed, …)
 let engine = null;
 let info = null;
 let dead = null; // why the wasm instance is unusable (it trapped): {message, fix}, or null
@@ -63,16 +64,25 @@ function describeError(e) {
 }
 
 /**
- * Which build to run. The `threads` build (www/pkg-threads) needs SharedArrayBuffer, which a page
- * only has when it is cross-origin isolated (COOP/COEP, as ./build.sh serve sends); everywhere else,
- * embeds on plain static hosts included, the single-thread build (www/pkg) runs. Both compute the
- * same bits, so the choice changes speed only.
+ * Which build to run. The `threads` builds need SharedArrayBuffer, which a page only has when it is
+ * cross-origin isolated (COOP/COEP, as ./build.sh serve sends); everywhere else, embeds on plain
+ * static hosts included, a single-thread build runs. The `-relaxed` builds use relaxed SIMD (an
+ * int8 dot product instruction), which a browser without it cannot even compile, so it is checked
+ * first. All four compute the same bits, so the choice changes speed only. `relaxed: false` (the
+ * app's ?relaxed=0) keeps to plain SIMD, to compare.
  */
-function chooseBuild(requested) {
+function chooseBuild(requested, relaxed = true) {
   const cores = navigator.hardwareConcurrency ?? 1;
   const threads = Math.min(requested ?? cores, cores);
   const canShare = self.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
-  return threads > 1 && canShare ? { dir: 'pkg-threads', threads } : { dir: 'pkg', threads: 1 };
+  const suffix = relaxed && hasRelaxedSimd() ? '-relaxed' : '';
+  return threads > 1 && canShare ? { dir: `pkg-threads${suffix}`, threads } : { dir: `pkg${suffix}`, threads: 1 };
+}
+
+/** A one-function module using `i8x16.relaxed_swizzle`: valid only where relaxed SIMD is. */
+function hasRelaxedSimd() {
+  const module = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253, 15, 253, 128, 2, 11]);
+  return WebAssembly.validate(module);
 }
 
 /** Loads the glue, fetches the .wasm, checks that both are from the same build, instantiates once. */
@@ -81,11 +91,14 @@ function ensureWasm(build) {
     let module;
     try {
       module = await instantiate(build);
+      glueDir = build.dir;
     } catch (e) {
       if (build.dir === 'pkg' || e instanceof FileError && e.message === STALE_BUILD) throw e;
-      // No threads build on this server (or the browser refused it): the plain build still works.
-      post(MSG.STATUS, { text: `running on one thread: the threads build did not start (${e.message})`, notice: true });
+      // No such build on this server (or the browser refused it): the plain build still works.
+      const what = build.threads > 1 ? 'running on one thread: the threads build' : 'running without relaxed SIMD: its build';
+      post(MSG.STATUS, { text: `${what} did not start (${e.message})`, notice: true });
       module = await instantiate({ dir: 'pkg', threads: 1 });
+      glueDir = 'pkg';
     }
     module.set_panic_hook();
     glue = module;
@@ -134,7 +147,7 @@ function contextPositions(context) {
   });
 }
 
-async function load({ quant = 'q8_0', base, threads, context }) {
+async function load({ quant = 'q8_0', base, threads, relaxed, context }) {
   if (dead) throw new CrashError(dead.message); // a trapped instance cannot be trusted: a new worker is needed
   if (generating) throw new Error('a generation is running: stop it before switching weights');
   if (loading) throw new Error('the model is already loading: wait for it to finish');
@@ -143,7 +156,7 @@ async function load({ quant = 'q8_0', base, threads, context }) {
   try {
     const started = performance.now();
     post(MSG.STATUS, { text: 'starting WebAssembly…' });
-    await ensureWasm(chooseBuild(threads));
+    await ensureWasm(chooseBuild(threads, relaxed !== false));
     const wasmReady = performance.now();
     // Give the old model's memory back to the allocator before the new weights arrive.
     engine?.free();
@@ -161,7 +174,7 @@ async function load({ quant = 'q8_0', base, threads, context }) {
     // One growth of wasm memory for what loading will hold, rather than one per allocation.
     glue.reserve_memory(files['config.json'], files[weightsName].byteLength, positions);
     engine = new glue.Engine(files['config.json'], files['tokenizer.json'], files[weightsName], positions);
-    info = { ...JSON.parse(engine.info()), threads: glue.threads(), wasm_memory_bytes: glue.memory_bytes() };
+    info = { ...JSON.parse(engine.info()), threads: glue.threads(), relaxed_simd: glueDir.endsWith('-relaxed'), wasm_memory_bytes: glue.memory_bytes() };
     const end = performance.now();
     const phasesMs = { wasm: wasmReady - started, files: filesReady - wasmReady, build: end - filesReady };
     post(MSG.READY, { info, fromCache, loadMs: end - started, phasesMs, buildId: glue.BUILD_ID });
