@@ -55,16 +55,28 @@ pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: 
 
 /// For each query head r of a group: `out[r] = Σ_j rows[r][j] · v_j`, with the rows side by side
 /// (group × n), the values row by row (n × hd) and the outputs side by side (group × hd).
+///
+/// Eight output elements at a time are summed over all the keys in registers, then stored once:
+/// summing key by key over the whole output row kept it in memory, a load and a store per
+/// multiply-add. Each element still adds its terms in key order from 0, as `weighted_sum` does.
 pub fn group_weighted_sum(rows: &[f32], values: &[f32], hd: usize, out: &mut [f32]) {
     let group = out.len() / hd;
     let n = rows.len() / group;
-    out.fill(0.0);
-    for (j, v) in values.chunks_exact(hd).take(n).enumerate() {
-        for (r, o) in out.chunks_exact_mut(hd).enumerate() {
-            let p = rows[r * n + j];
-            for (o, &x) in o.iter_mut().zip(v) {
-                *o += p * x;
+    for (o, p) in out.chunks_exact_mut(hd).zip(rows.chunks_exact(n.max(1))) {
+        let (chunks, rest) = o.as_chunks_mut::<8>();
+        for (c, oc) in chunks.iter_mut().enumerate() {
+            let mut acc = [0f32; 8];
+            for (&pj, v) in p.iter().zip(values.chunks_exact(hd)) {
+                let v = &v[c * 8..c * 8 + 8];
+                for l in 0..8 {
+                    acc[l] += pj * v[l];
+                }
             }
+            *oc = acc;
+        }
+        let done = chunks.len() * 8;
+        for (d, od) in rest.iter_mut().enumerate() {
+            *od = p.iter().zip(values.chunks_exact(hd)).fold(0.0, |acc, (&pj, v)| acc + pj * v[done + d]);
         }
     }
 }
@@ -80,11 +92,11 @@ pub fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
 /// In-place softmax: scores → attention pattern (a probability row).
 pub fn pattern(row: &mut [f32]) {
     let max = max(f32::NEG_INFINITY, row.iter().copied());
-    let mut sum = 0.0;
+    // The exponentials in a loop of their own, which the compiler vectorizes; summed in order after.
     for x in row.iter_mut() {
         *x = exp_nonpositive(*x - max);
-        sum += *x;
     }
+    let sum = row.iter().fold(0.0, |s, &x| s + x);
     let inv = 1.0 / sum;
     for x in row.iter_mut() {
         *x *= inv;
@@ -165,6 +177,22 @@ mod tests {
             let mut out_alone = vec![0.0; hd];
             weighted_sum(&alone, &values, &mut out_alone);
             assert_eq!(out_alone, out[r * hd..(r + 1) * hd], "output of head {r}");
+        }
+    }
+
+    #[test]
+    fn a_group_sums_every_element_in_key_order_whatever_the_head_size() {
+        for (hd, n) in [(8, 1), (64, 37), (12, 5)] {
+            let wave = |len: usize, f: f32| -> Vec<f32> { (0..len).map(|i| (i as f32 * f).sin()).collect() };
+            let (rows, values) = (wave(2 * n, 0.4), wave(n * hd, 0.8));
+            let mut out = vec![f32::NAN; 2 * hd];
+            group_weighted_sum(&rows, &values, hd, &mut out);
+            for r in 0..2 {
+                for d in 0..hd {
+                    let in_order = (0..n).fold(0.0f32, |acc, j| acc + rows[r * n + j] * values[j * hd + d]);
+                    assert_eq!(out[r * hd + d], in_order, "hd {hd}, head {r}, element {d}");
+                }
+            }
         }
     }
 

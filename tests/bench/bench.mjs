@@ -1,7 +1,9 @@
 // ./build.sh bench — one run, same prompts, three engines:
 //   native   the attnscope CLI (both cores)
-//   ours     attnscope's wasm in headless Chromium, through the real page's worker, one thread
-//            (?threads=1: the plain build) and two (the threads build, the page being isolated)
+//   ours     attnscope's wasm in headless Chromium, one thread and two (the threads build, the
+//            page being isolated), twice: its worker (www/worker.js, the app's own file and builds)
+//            driven by a page that draws nothing, as wllama's is (tests/bench/worker.html), with
+//            relaxed SIMD and without; and the app itself, its views redrawing as tokens arrive
 //   wllama   llama.cpp's wasm (@wllama/wllama) in the same Chromium, one and two threads
 // Each figure is the median of RUNS runs; every comparison is a ratio within this run.
 // Writes target/bench/report.json and target/bench/report.md.
@@ -59,7 +61,7 @@ function nativeFigures(quant) {
 const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
 
 function peerServer() {
-  const roots = { '/bench/': join(ROOT, 'tests/bench'), '/wllama/': join(ROOT, 'node_modules/@wllama/wllama'), '/models/': join(ROOT, 'models') };
+  const roots = { '/bench/': join(ROOT, 'tests/bench'), '/wllama/': join(ROOT, 'node_modules/@wllama/wllama'), '/models/': join(ROOT, 'models'), '/www/': join(ROOT, 'www') };
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     const prefix = Object.keys(roots).find((p) => path.startsWith(p));
@@ -148,6 +150,37 @@ async function oursFigures(quant, threads) {
   }
 }
 
+/** Our worker alone, on the peer's server and in the same kind of page as the peer. */
+async function workerFigures(base, quant, threads, relaxed) {
+  const { context, page, profile } = await browser();
+  try {
+    await page.goto(`${base}/bench/worker.html`);
+    await page.waitForFunction(() => window.oursReady === true);
+    const info = await page.evaluate(({ quant, threads, relaxed }) => window.ours.load(quant, threads, relaxed), { quant, threads, relaxed });
+    const gen = (prompt) => page.evaluate(({ p, n }) => window.ours.generate(p, n), { p: prompt, n: DECODE });
+    const short = [];
+    const long = [];
+    for (let i = 0; i < RUNS; i++) {
+      short.push(await gen(PROMPTS.short));
+      long.push(await gen(PROMPTS.long));
+    }
+    const longContext = await gen(`${SENTENCE.repeat(110)}It began`);
+    return {
+      threads: info.threads,
+      relaxed_simd: info.relaxed_simd,
+      prompt_tokens: { short: short[0].prompt_tokens, long: long[0].prompt_tokens, long_context: longContext.prompt_tokens },
+      prefill_short: median(short.map((s) => s.prefill_tok_s)),
+      prefill_long: median(long.map((s) => s.prefill_tok_s)),
+      decode: median(short.map((s) => s.decode_tok_s)),
+      decode_at_long_context: longContext.decode_tok_s,
+      ttft_ms: median(short.map((s) => s.ttft_ms)),
+    };
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
 async function wllamaFigures(base, threads) {
   const { context, page, profile } = await browser();
   try {
@@ -183,7 +216,7 @@ const chromiumVersion = execFileSync('/usr/bin/chromium', ['--version'], { encod
 const machine = { cores: cpus().length, cpu: cpus()[0]?.model, chromium: chromiumVersion, load: readFileSync('/proc/loadavg', 'utf8').trim() };
 const wasmPath = join(ROOT, 'www/pkg/attnscope_bg.wasm');
 const wasm = readFileSync(wasmPath);
-const report = { machine, runs: RUNS, decode_tokens: DECODE, prompts: PROMPTS, wasm_bytes: wasm.length, wasm_gzip_bytes: gzipSync(wasm, { level: 9 }).length, native: {}, ours: {}, wllama: {} };
+const report = { machine, runs: RUNS, decode_tokens: DECODE, prompts: PROMPTS, wasm_bytes: wasm.length, wasm_gzip_bytes: gzipSync(wasm, { level: 9 }).length, native: {}, worker: {}, ours: {}, wllama: {} };
 
 for (const q of ['q8_0', 'q4_0']) {
   log(`native ${q}`);
@@ -195,6 +228,14 @@ for (const q of ['q8_0', 'q4_0']) {
 }
 const server = await peerServer();
 const base = `http://127.0.0.1:${server.address().port}`;
+for (const q of ['q8_0', 'q4_0']) {
+  for (const threads of [1, 2]) {
+    for (const relaxed of q === 'q8_0' ? [true, false] : [true]) {
+      log(`our worker alone ${q}, ${threads} thread(s)${relaxed ? '' : ', plain SIMD'}`);
+      report.worker[`${q}_t${threads}${relaxed ? '' : '_plain'}`] = await workerFigures(base, q, threads, relaxed);
+    }
+  }
+}
 for (const threads of [1, 2]) {
   log(`wllama ${threads} thread(s)`);
   try {
@@ -214,8 +255,26 @@ const rows = [
   [`decode, ${DECODE} tokens, short context (tok/s)`, 'decode'],
   ['time to first token, short prompt (ms)', 'ttft_ms'],
 ];
+const wk = report.worker;
 const md = [];
 md.push('# attnscope benchmark', '', `Machine: ${machine.cores} cores, ${machine.cpu}; ${machine.chromium}; load average at start ${machine.load}.`, `Medians of ${RUNS} runs. wllama runs the shipped GGUF (Q4_1); attnscope runs its q8_0 and q4_0 files of the same model. "1t"/"2t": threads.`, '');
+md.push('## The engines alone: our worker and wllama, each driven by a page that draws nothing', '');
+md.push('| figure | ours q8_0 1t | ours q8_0 2t | ours q4_0 1t | ours q4_0 2t | wllama 1t | wllama 2t | q8_0 1t / wllama 1t | q8_0 2t / wllama 2t | q4_0 1t / wllama 1t | q4_0 2t / wllama 2t |');
+md.push('|---|---|---|---|---|---|---|---|---|---|---|');
+for (const [label, key] of rows) {
+  const lowerIsBetter = key === 'ttft_ms';
+  const r = (o, p) => (lowerIsBetter ? ratio(p, o) : ratio(o, p));
+  const v = (x) => x?.[key];
+  md.push(`| ${label} | ${round(v(wk.q8_0_t1))} | ${round(v(wk.q8_0_t2))} | ${round(v(wk.q4_0_t1))} | ${round(v(wk.q4_0_t2))} | ${round(v(w.t1))} | ${round(v(w.t2))} | ${r(v(wk.q8_0_t1), v(w.t1))} | ${r(v(wk.q8_0_t2), v(w.t2))} | ${r(v(wk.q4_0_t1), v(w.t1))} | ${r(v(wk.q4_0_t2), v(w.t2))} |`);
+}
+const workerEach = (f) => ['q8_0_t1', 'q8_0_t2', 'q4_0_t1', 'q4_0_t2'].map((k) => f(wk[k])).join(' | ');
+md.push(`| decode at ${wk.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${workerEach((o) => `${round(o.decode_at_long_context)} (${Math.round((100 * o.decode_at_long_context) / o.decode)}%)`)} | | | | | | |`);
+md.push('', '## Our kernel with relaxed SIMD against plain SIMD (q8_0, the worker alone)', '');
+md.push('| figure | plain 1t | relaxed 1t | relaxed / plain 1t | plain 2t | relaxed 2t | relaxed / plain 2t |', '|---|---|---|---|---|---|---|');
+for (const [label, key] of rows.filter(([, k]) => k !== 'ttft_ms')) {
+  md.push(`| ${label} | ${round(wk.q8_0_t1_plain[key])} | ${round(wk.q8_0_t1[key])} | ${ratio(wk.q8_0_t1[key], wk.q8_0_t1_plain[key])} | ${round(wk.q8_0_t2_plain[key])} | ${round(wk.q8_0_t2[key])} | ${ratio(wk.q8_0_t2[key], wk.q8_0_t2_plain[key])} |`);
+}
+md.push('', '## In the app: the page itself, its views redrawing while tokens arrive', '');
 md.push('| figure | native q8_0 (2t) | ours q8_0 1t | ours q8_0 2t | ours q4_0 1t | ours q4_0 2t | wllama 1t | wllama 2t | q8_0 1t / wllama 1t | q8_0 2t / wllama 2t | q4_0 1t / wllama 1t | q4_0 2t / wllama 2t |');
 md.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [label, key] of rows) {
@@ -240,6 +299,10 @@ md.push(`| decode with attention capture on / off | ${ratio(report.native.q8_0.d
 md.push(`| prefill ~256 tokens / decode | ${ratio(report.native.q8_0.prefill_long, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.prefill_long, report.native.q4_0.decode)} |`);
 md.push(`| wllama load to ready (ms), 1 / 2 threads | ${round(w.t1?.load_ms, 0)} / ${round(w.t2?.load_ms, 0)} | |`);
 md.push('', `wasm: ${report.wasm_bytes} bytes, ${report.wasm_gzip_bytes} gzipped (single-thread build).`);
+for (const dir of ['pkg-relaxed', 'pkg-threads', 'pkg-threads-relaxed']) {
+  const file = join(ROOT, 'www', dir, 'attnscope_bg.wasm');
+  if (existsSync(file)) md.push(`www/${dir}: ${statSync(file).size} bytes, ${gzipSync(readFileSync(file), { level: 9 }).length} gzipped.`);
+}
 mkdirSync(join(ROOT, 'target/bench'), { recursive: true });
 writeFileSync(join(ROOT, 'target/bench/report.json'), JSON.stringify(report, null, 2));
 writeFileSync(join(ROOT, 'target/bench/report.md'), `${md.join('\n')}\n`);

@@ -29,6 +29,8 @@ test('the page loads the model over HTTP, checks it and says it is ready', SLOW,
   // The test server sends COOP/COEP like ./build.sh serve: with two or more cores, the threads build runs.
   const cores = await b.page.evaluate(() => navigator.hardwareConcurrency);
   assert.equal(info.threads, cores > 1 ? cores : 1, `threads on ${cores} cores`);
+  // Chromium has relaxed SIMD: the worker picks the builds that use it.
+  assert.equal(info.relaxed_simd, true);
   assert.match(await b.page.textContent('#model-status'), /ready: .*from the network/);
   assert.equal(await b.page.isHidden('#loading'), true, 'the progress bar is hidden once the model is ready');
   assert.equal(await bannerText(b.page), null);
@@ -59,6 +61,21 @@ test('the single-thread build (?threads=1) gives the same tokens as the threads 
     const result = await page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
     assert.deepEqual(result.ids, ref.ids);
     assert.equal(result.stats.threads, 1);
+  } finally {
+    await page.close();
+  }
+});
+
+test('the plain-SIMD builds (?relaxed=0) give the same tokens as the relaxed-SIMD ones and the CLI, on one thread and on all', SLOW, async (t) => {
+  if (!ref) return t.skip('no native reference: set ATTNSCOPE_NATIVE_REF or build target/release/attnscope');
+  const page = await b.context.newPage();
+  try {
+    for (const query of ['/?relaxed=0', '/?relaxed=0&threads=1']) {
+      const plain = await openApp(page, query);
+      assert.equal(plain.relaxed_simd, false, query);
+      const result = await page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
+      assert.deepEqual(result.ids, ref.ids, query);
+    }
   } finally {
     await page.close();
   }
@@ -292,8 +309,8 @@ test('a file that fails its SHA-256 check on download is named, not cached, and 
 });
 
 test('JavaScript and WebAssembly from different builds are reported as stale app files', SLOW, async () => {
-  // Either build (the worker picks the threads build on this isolated server), altered in one byte.
-  const wasmRoute = /\/(pkg|pkg-threads)\/attnscope_bg\.wasm$/;
+  // Any build (the worker picks the relaxed-SIMD threads build on this isolated server), altered in one byte.
+  const wasmRoute = /\/(pkg(?:-threads)?(?:-relaxed)?)\/attnscope_bg\.wasm$/;
   await b.context.route(wasmRoute, (route) => {
     const other = Buffer.from(readFileSync(join(ROOT, 'www', wasmRoute.exec(route.request().url())[1], 'attnscope_bg.wasm')));
     other[other.length - 1] ^= 0xff; // another build, as far as BUILD_ID can tell

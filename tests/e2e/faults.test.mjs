@@ -169,8 +169,8 @@ test('a file whose SHA-256 does not match the manifest is refused, named and not
 });
 
 test('stale JavaScript glue beside a new wasm is explained, not a LinkError', async () => {
-  // Both builds: this server is cross-origin isolated, so the worker picks the threads build.
-  for (const dir of ['pkg', 'pkg-threads']) {
+  // Every build: this server is cross-origin isolated, so the worker picks a threads build.
+  for (const dir of ['pkg', 'pkg-threads', 'pkg-relaxed', 'pkg-threads-relaxed']) {
     const glue = readFileSync(join(ROOT, `www/${dir}/attnscope.js`), 'utf8').replace(/BUILD_ID = "[0-9a-f]+"/, `BUILD_ID = "${'f'.repeat(64)}"`);
     faults.set(`/${dir}/attnscope.js`, (req, res) => {
       res.writeHead(200, { 'content-type': 'text/javascript', 'content-security-policy': CSP }).end(glue);
