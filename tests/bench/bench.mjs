@@ -94,6 +94,29 @@ async function browser() {
   return { context, page: context.pages()[0] ?? (await context.newPage()), profile };
 }
 
+/**
+ * RUNS runs of the short and the long prompt, then one at long context; `gen(prompt)` returns a
+ * run's stats (the worker's `done.stats`). The runs themselves are returned too.
+ */
+async function speedFigures(gen) {
+  const short = [];
+  const long = [];
+  for (let i = 0; i < RUNS; i++) {
+    short.push(await gen(PROMPTS.short));
+    long.push(await gen(PROMPTS.long));
+  }
+  const longContext = await gen(`${SENTENCE.repeat(110)}It began`);
+  const figures = {
+    prompt_tokens: { short: short[0].prompt_tokens, long: long[0].prompt_tokens, long_context: longContext.prompt_tokens },
+    prefill_short: median(short.map((s) => s.prefill_tok_s)),
+    prefill_long: median(long.map((s) => s.prefill_tok_s)),
+    decode: median(short.map((s) => s.decode_tok_s)),
+    decode_at_long_context: longContext.decode_tok_s,
+    ttft_ms: median(short.map((s) => s.ttft_ms)),
+  };
+  return { short, longContext, figures };
+}
+
 async function oursFigures(quant, threads) {
   const { context, page, profile } = await browser();
   try {
@@ -118,21 +141,10 @@ async function oursFigures(quant, threads) {
     }
     const kvBytes = 2 * loaded.n_layers * loaded.n_kv_heads * loaded.head_dim * loaded.max_context * 4;
     const fileBytes = statSync(join(ROOT, `models/smollm2-135m-instruct/model.${quant}.safetensors`)).size;
-    const gen = (prompt) => page.evaluate(({ prompt, n }) => window.attnscope.generate({ prompt, maxTokens: n, temperature: 0, repeatPenalty: 1.1, seed: 1 }), { prompt, n: DECODE });
-    const short = [];
-    const long = [];
-    for (let i = 0; i < RUNS; i++) {
-      short.push((await gen(PROMPTS.short)).stats);
-      long.push((await gen(PROMPTS.long)).stats);
-    }
-    const longContext = (await gen(`${SENTENCE.repeat(110)}It began`)).stats;
+    const gen = async (prompt) => (await page.evaluate(({ prompt, n }) => window.attnscope.generate({ prompt, maxTokens: n, temperature: 0, repeatPenalty: 1.1, seed: 1 }), { prompt, n: DECODE })).stats;
+    const { short, longContext, figures } = await speedFigures(gen);
     return {
-      prompt_tokens: { short: short[0].prompt_tokens, long: long[0].prompt_tokens, long_context: longContext.prompt_tokens },
-      prefill_short: median(short.map((s) => s.prefill_tok_s)),
-      prefill_long: median(long.map((s) => s.prefill_tok_s)),
-      decode: median(short.map((s) => s.decode_tok_s)),
-      decode_at_long_context: longContext.decode_tok_s,
-      ttft_ms: median(short.map((s) => s.ttft_ms)),
+      ...figures,
       cold_load_ms: coldMs,
       warm_load_ms: median(warm),
       warm_load_phases_ms: Object.fromEntries(['wasm', 'files', 'build'].map((k) => [k, round(median(phases.map((p) => p?.[k])), 0)])),
@@ -158,23 +170,8 @@ async function workerFigures(base, quant, threads, relaxed) {
     await page.waitForFunction(() => window.oursReady === true);
     const info = await page.evaluate(({ quant, threads, relaxed }) => window.ours.load(quant, threads, relaxed), { quant, threads, relaxed });
     const gen = (prompt) => page.evaluate(({ p, n }) => window.ours.generate(p, n), { p: prompt, n: DECODE });
-    const short = [];
-    const long = [];
-    for (let i = 0; i < RUNS; i++) {
-      short.push(await gen(PROMPTS.short));
-      long.push(await gen(PROMPTS.long));
-    }
-    const longContext = await gen(`${SENTENCE.repeat(110)}It began`);
-    return {
-      threads: info.threads,
-      relaxed_simd: info.relaxed_simd,
-      prompt_tokens: { short: short[0].prompt_tokens, long: long[0].prompt_tokens, long_context: longContext.prompt_tokens },
-      prefill_short: median(short.map((s) => s.prefill_tok_s)),
-      prefill_long: median(long.map((s) => s.prefill_tok_s)),
-      decode: median(short.map((s) => s.decode_tok_s)),
-      decode_at_long_context: longContext.decode_tok_s,
-      ttft_ms: median(short.map((s) => s.ttft_ms)),
-    };
+    const { figures } = await speedFigures(gen);
+    return { threads: info.threads, relaxed_simd: info.relaxed_simd, ...figures };
   } finally {
     await context.close();
     rmSync(profile, { recursive: true, force: true });

@@ -212,7 +212,8 @@ test('Escape stops a generation within one token, and the next run is normal', S
     document.addEventListener('keydown', (e) => { if (e.key === 'Escape' && window.__atStop === null) window.__atStop = window.__seen; }, { capture: true });
     window.__long = window.attnscope.generate({ prompt: 'Once upon a time', maxTokens: 400, temperature: 0.8, seed: 3 });
   });
-  await page.waitForFunction(() => window.__seen >= 5);
+  // The views redraw at most every 200 ms while tokens stream: stop once three sizes were drawn.
+  await page.waitForFunction(() => window.__seen >= 5 && [...window.__drawn].filter((n) => n > 0).length >= 3);
   await page.keyboard.press('Escape');
   const result = await page.evaluate(() => window.__long);
   const atStop = await page.evaluate(() => window.__atStop);
