@@ -134,11 +134,18 @@ mod pool {
         }
     }
 
+    /// Spins after this many idle rounds (milliseconds, far longer than any gap between two
+    /// products of a pass) become short sleeps: a pass whose thread died mid-way — a wasm trap
+    /// ends no destructor — must not leave its helpers burning a core until the page restarts.
+    const IDLE_SPINS: u32 = 1 << 18;
+
     /// A busy wait that gives the core away now and then: natively, tests run several passes at
     /// once on two cores, and a helper spinning there must not starve the thread it waits for.
     fn pause(spins: &mut u32) {
-        *spins += 1;
-        if *spins % 1024 == 0 {
+        *spins = spins.saturating_add(1);
+        if *spins > IDLE_SPINS {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        } else if *spins % 1024 == 0 {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();
