@@ -19,6 +19,7 @@
 use crate::attention;
 use crate::capture::AttentionCapture;
 use crate::qmatmul::QActivations;
+use crate::team::{self, Disjoint};
 use crate::config::Config;
 use crate::weights::Weights;
 
@@ -26,6 +27,10 @@ use crate::weights::Weights;
 /// reused across many rows (candle tiles rows in its quantized matmul), small enough that the
 /// run-state buffers stay a few megabytes.
 pub const PREFILL_CHUNK: usize = 64;
+
+/// Keys from which a query's attention is shared out over the pass's threads by KV group: below,
+/// handing it over costs about what it saves.
+const PARALLEL_ATTENTION_FROM: usize = 128;
 
 /// Capture keeps the first this-many positions unless told otherwise (see capture.rs).
 pub const DEFAULT_CAPTURE_WINDOW: usize = 512;
@@ -134,7 +139,7 @@ struct RunState {
     proj: Vec<f32>,     // (t, d) a sublayer's output before it joins the residual
     gate: Vec<f32>,     // (t, f)
     up: Vec<f32>,       // (t, f)
-    scores: Vec<f32>,   // (group, max_context) one attention row per query head of a group
+    scores: Vec<f32>,   // (h, max_context) one attention row per query head
     logits: Vec<f32>,   // (v)
     xq: QActivations,   // the current matmul input rounded to 8 bits
 }
@@ -152,7 +157,7 @@ impl RunState {
             proj: vec![0.0; t * c.dim],
             gate: vec![0.0; t * c.ffn_dim],
             up: vec![0.0; t * c.ffn_dim],
-            scores: vec![0.0; c.group_size() * max_context],
+            scores: vec![0.0; c.n_heads * max_context],
             logits: vec![0.0; c.vocab_size],
             xq: QActivations::default(),
         }
@@ -165,7 +170,7 @@ pub fn memory_needed(c: &Config, weights_bytes: u64, max_context: usize, capture
     let capture = capture_window.map_or(0, |w| AttentionCapture::bound_bytes(c.n_layers, c.n_heads, c.head_dim, w.min(max_context)) + (c.n_layers * c.dim * 4) as u64);
     let t = PREFILL_CHUNK as u64;
     let scratch = 4 * (t * (4 * c.dim as u64 + 2 * c.q_dim() as u64 + 2 * c.kv_dim() as u64 + 2 * c.ffn_dim as u64)
-        + c.group_size() as u64 * max_context as u64
+        + c.n_heads as u64 * max_context as u64
         + c.vocab_size as u64)
         + max_context as u64 * c.head_dim as u64 * 4;
     let total = weights_bytes + kv + capture + scratch;
@@ -283,20 +288,28 @@ impl Transformer {
             }
             let group = c.group_size();
             for i in 0..t {
-                let p = p0 + i; // this query sees keys 0..=p
-                for g in 0..c.n_kv_heads {
-                    let heads = g * group..(g + 1) * group; // the query heads reading KV head g
-                    let queries = &s.q[i * qd + heads.start * hd..i * qd + heads.end * hd]; // (group, hd)
-                    let rows = &mut s.scores[..group * (p + 1)]; //                        (group, p+1)
-                    attention::group_scores(queries, self.kv.keys(l, g, p + 1), hd, scale, rows);
-                    for (r, row) in rows.chunks_exact_mut(p + 1).enumerate() {
-                        attention::pattern(row);
-                        if let Some(cap) = &mut self.capture {
-                            cap.record(l, heads.start + r, p, row);
-                        }
+                let n = p0 + i + 1; // this query sees keys 0..n
+                let (scores, outs) = (Disjoint::new(&mut s.scores[..c.n_heads * n]), Disjoint::new(&mut s.heads_out[i * qd..(i + 1) * qd]));
+                let (q, kv) = (&s.q[i * qd..(i + 1) * qd], &self.kv);
+                // The KV groups are independent: at long context, where attention is a large
+                // share of a step, they are shared out over the pass's threads.
+                let group_attention = |g: usize| {
+                    // SAFETY: group g alone uses its query heads' rows of `scores` and `outs`.
+                    let (rows, out) = unsafe { (scores.part(g * group * n, group * n), outs.part(g * group * hd, group * hd)) };
+                    let queries = &q[g * group * hd..(g + 1) * group * hd]; //             (group, hd)
+                    attention::group_scores(queries, kv.keys(l, g, n), hd, scale, rows); // (group, n)
+                    rows.chunks_exact_mut(n).for_each(attention::pattern);
+                    attention::group_weighted_sum(rows, kv.values(l, g, n), hd, out); //   (group, hd)
+                };
+                if n >= PARALLEL_ATTENTION_FROM {
+                    team::for_each_part(c.n_kv_heads, 0, &group_attention);
+                } else {
+                    (0..c.n_kv_heads).for_each(&group_attention);
+                }
+                if let Some(cap) = &mut self.capture {
+                    for (h, row) in s.scores[..c.n_heads * n].chunks_exact(n).enumerate() {
+                        cap.record(l, h, n - 1, row);
                     }
-                    let out = &mut s.heads_out[i * qd + heads.start * hd..i * qd + heads.end * hd]; // (group, hd)
-                    attention::group_weighted_sum(rows, self.kv.values(l, g, p + 1), hd, out);
                 }
             }
             s.xq.quantize(&s.heads_out[..t * qd], t, qd);

@@ -94,28 +94,14 @@ const ROWS_PER_PART: usize = 64;
 
 /// Runs `job` over every row group, spread over the pass's team of threads.
 fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: &RowJob) {
-    let out = Disjoint(out.as_mut_ptr(), out.len());
+    let out = crate::team::Disjoint::new(out);
     crate::team::for_each_part(rows.div_ceil(ROWS_PER_PART), m * rows * cols, &|part| {
         let (r0, r1) = (part * ROWS_PER_PART, ((part + 1) * ROWS_PER_PART).min(rows));
         for g in (r0..r1).step_by(ROWS) {
             // SAFETY: this part alone writes the columns r0..r1 of `out` (m × rows).
-            job(g, ROWS.min(r1 - g), &mut |i, r, v| unsafe { out.write(i * rows + r, v) });
+            job(g, ROWS.min(r1 - g), &mut |i, r, v| unsafe { out.part(i * rows + r, 1)[0] = v });
         }
     });
-}
-
-/// `out` shared by the parts of one product, each writing only its own weight rows' columns.
-struct Disjoint(*mut f32, usize);
-
-// SAFETY: the parts write disjoint elements, and `for_each_part` returns only after all have.
-unsafe impl Sync for Disjoint {}
-
-impl Disjoint {
-    /// SAFETY: no other thread writes or reads element `at` meanwhile.
-    unsafe fn write(&self, at: usize, v: f32) {
-        assert!(at < self.1);
-        unsafe { *self.0.add(at) = v };
-    }
 }
 
 /// Whether quants are stored in lane order (the relaxed-SIMD kernel; see its `lanes`) rather than

@@ -14,6 +14,31 @@
 /// A product's work: `job(part)` for every part in 0..parts, in any order, on any thread.
 pub type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
+/// A buffer the parts of one job write together, each part only where no other part reads or
+/// writes (its own rows). The borrow it was made from lasts as long as it does.
+pub struct Disjoint<'a, T> {
+    start: *mut T,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: parts use disjoint elements (the contract of `part`), and a job returns only after
+// every part has finished.
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+
+impl<'a, T> Disjoint<'a, T> {
+    pub fn new(buf: &'a mut [T]) -> Self {
+        Disjoint { start: buf.as_mut_ptr(), len: buf.len(), _borrow: std::marker::PhantomData }
+    }
+
+    /// SAFETY: while the returned slice lives, no other part touches `at..at + len`.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn part(&self, at: usize, len: usize) -> &mut [T] {
+        assert!(at + len <= self.len, "a part past the end of its buffer");
+        unsafe { std::slice::from_raw_parts_mut(self.start.add(at), len) }
+    }
+}
+
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub use pool::{for_each_part, run};
 
