@@ -89,16 +89,21 @@ function hasRelaxedSimd() {
 function ensureWasm(build) {
   glueReady ??= (async () => {
     let module;
-    try {
-      module = await instantiate(build);
-      glueDir = build.dir;
-    } catch (e) {
-      if (build.dir === 'pkg' || e instanceof FileError && e.message === STALE_BUILD) throw e;
-      // No such build on this server (or the browser refused it): the plain build still works.
-      const what = build.threads > 1 ? 'running on one thread: the threads build' : 'running without relaxed SIMD: its build';
-      post(MSG.STATUS, { text: `${what} did not start (${e.message})`, notice: true });
-      module = await instantiate({ dir: 'pkg', threads: 1 });
-      glueDir = 'pkg';
+    // A build that is missing on this server or that the browser refuses gives way to the next:
+    // the same build on one thread, then the plain one, which runs everywhere.
+    const fallbacks = [build];
+    if (build.threads > 1 && build.dir.endsWith('-relaxed')) fallbacks.push({ dir: 'pkg-relaxed', threads: 1 });
+    if (build.dir !== 'pkg') fallbacks.push({ dir: 'pkg', threads: 1 });
+    for (const [i, candidate] of fallbacks.entries()) {
+      try {
+        module = await instantiate(candidate);
+        glueDir = candidate.dir;
+        break;
+      } catch (e) {
+        if (i === fallbacks.length - 1 || e instanceof FileError && e.message === STALE_BUILD) throw e;
+        const what = candidate.threads > 1 ? 'running on one thread: the threads build' : 'running without relaxed SIMD: its build';
+        post(MSG.STATUS, { text: `${what} did not start (${e.message})`, notice: true });
+      }
     }
     module.set_panic_hook();
     glue = module;

@@ -81,6 +81,24 @@ test('the plain-SIMD builds (?relaxed=0) give the same tokens as the relaxed-SIM
   }
 });
 
+test('a threads build that cannot start gives way to the relaxed build on one thread, with a notice, and the same tokens', SLOW, async (t) => {
+  if (!ref) return t.skip('no native reference: set ATTNSCOPE_NATIVE_REF or build target/release/attnscope');
+  if ((await b.page.evaluate(() => navigator.hardwareConcurrency)) < 2) return t.skip('one core: no threads build to fail');
+  const threadsBuild = /\/pkg-threads-relaxed\//;
+  await b.context.route(threadsBuild, (route) => route.abort());
+  const page = await b.context.newPage();
+  try {
+    const info = await openApp(page, '/');
+    assert.deepEqual({ threads: info.threads, relaxed: info.relaxed_simd }, { threads: 1, relaxed: true });
+    assert.match(await page.textContent('#notices'), /running on one thread: the threads build did not start/);
+    const result = await page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
+    assert.deepEqual(result.ids, ref.ids);
+  } finally {
+    await page.close();
+    await b.context.unroute(threadsBuild);
+  }
+});
+
 test('?context=N gives the KV cache N positions (at most the model’s 8,192) and the page says so; anything else is refused, naming it', SLOW, async () => {
   const page = await b.context.newPage();
   try {
