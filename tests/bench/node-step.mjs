@@ -1,13 +1,15 @@
 // A profile of the wasm engine outside the browser: the same www/pkg module in Node's V8, so
 // `node --cpu-prof tests/bench/node-step.mjs` shows where a step's time goes (function names
 // survive wasm-opt). Figures here are for profiling only; the benchmark proper runs in Chromium.
+// PKG=www/pkg-relaxed profiles the relaxed-SIMD build (Node 20: --experimental-wasm-relaxed-simd).
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const { initSync, Engine } = await import(join(ROOT, 'www/pkg/attnscope.js'));
-initSync({ module: readFileSync(join(ROOT, 'www/pkg/attnscope_bg.wasm')) });
+const PKG = process.env.PKG ?? join(ROOT, 'www/pkg');
+const { initSync, Engine } = await import(join(PKG, 'attnscope.js'));
+initSync({ module: readFileSync(join(PKG, 'attnscope_bg.wasm')) });
 
 const quant = process.env.QUANT ?? 'q8_0';
 const model = join(ROOT, 'models/smollm2-135m-instruct');
