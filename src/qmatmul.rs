@@ -72,7 +72,7 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
     // Weight rows in groups of ROWS against every activation row: a group's rows are read from
     // memory once per call (what makes a prefill of many tokens cheaper per token than single
     // steps), and each activation block is widened once for the whole group.
-    let group_job = |r0: usize, n: usize, dst: &mut dyn FnMut(usize, usize, f32)| {
+    let group_job = |r0: usize, n: usize, dst: &mut dyn FnMut(usize, usize, &[f32])| {
         for i in 0..m {
             let xs = &x.scales[i * blocks..(i + 1) * blocks];
             let xq = &x.quants[i * cols..(i + 1) * cols];
@@ -84,7 +84,7 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
                 QWeights::Q8_0 { scales, quants } => dot_q8(scales, quants, group, cols, xs, xq, fetch),
                 QWeights::Q4_0 { scales, nibbles } => dot_q4(scales, nibbles, group, cols, xs, xq, fetch),
             };
-            sums.into_iter().take(n).enumerate().for_each(|(k, v)| dst(i, r0 + k, v));
+            dst(i, r0, &sums[..n]);
         }
     };
     run_rows(rows, m, cols, out, &group_job);
@@ -109,9 +109,10 @@ fn read_ahead<W>(row: &[W], b: usize) {
     unsafe { std::ptr::read_volatile((row.as_ptr() as *const u8).add(at)) };
 }
 
-/// `job(r0, n, dst)` computes weight rows r0..r0+n (n ≤ ROWS) and hands each value to
-/// `dst(activation row, weight row, v)`; `out` is (m, rows).
-type RowJob<'a> = dyn Fn(usize, usize, &mut dyn FnMut(usize, usize, f32)) + Sync + 'a;
+/// `job(r0, n, dst)` computes weight rows r0..r0+n (n ≤ ROWS) and hands their values, activation
+/// row by activation row, to
+/// `dst(activation row, first weight row, values)`; `out` is (m, rows).
+type RowJob<'a> = dyn Fn(usize, usize, &mut dyn FnMut(usize, usize, &[f32])) + Sync + 'a;
 
 /// Weight rows per part of a product handed to a thread (see `team`). Rows are split, never the
 /// sum inside a row, so every thread count computes the same bits.
@@ -124,7 +125,7 @@ fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: &RowJob) {
         let (r0, r1) = (part * ROWS_PER_PART, ((part + 1) * ROWS_PER_PART).min(rows));
         for g in (r0..r1).step_by(ROWS) {
             // SAFETY: this part alone writes the columns r0..r1 of `out` (m × rows).
-            job(g, ROWS.min(r1 - g), &mut |i, r, v| unsafe { out.part(i * rows + r, 1)[0] = v });
+            job(g, ROWS.min(r1 - g), &mut |i, r, v| unsafe { out.part(i * rows + r, v.len()).copy_from_slice(v) });
         }
     });
 }

@@ -205,6 +205,9 @@ function onDone({ id, reason, stats, ids, text, tokensAfterStop }) {
   setBusy();
   showStats(stats, reason);
   $('seed').placeholder = `last: ${stats.seed}`;
+  // The final refresh below draws every token: a redraw still waiting would only repeat it.
+  clearTimeout(state.redrawTimer);
+  state.redrawTimer = null;
   refreshAttention({ overview: true });
   const extra = reason === 'stopped' ? { stop_reason: reason, tokens_after_stop: tokensAfterStop } : { stop_reason: reason };
   run.resolve({ ids, text, stats: { ...stats, ...extra } });

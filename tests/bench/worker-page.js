@@ -2,40 +2,36 @@
 // its protocol by a page that draws nothing, as wllama's page is. So the two engines are timed
 // under the same conditions; the app's own figures (its views redrawing as tokens arrive, on the
 // same cores) are measured separately through the app. bench.mjs calls window.ours.*.
-import { MSG, message } from '/www/protocol.js';
-import { engineOptions } from '/www/client.js';
+import { MSG } from '/www/protocol.js';
+import { MODEL_BASE, WorkerClient, engineOptions } from '/www/client.js';
 
-let worker = null;
-let pending = null; // {resolve, reject, on: the message type that answers}
+let waiting = null; // {on: the event that ends the current step, resolve, reject}
 
-function start() {
-  worker?.terminate();
-  worker = new Worker('/www/worker.js', { type: 'module' });
-  worker.onmessage = ({ data: msg }) => {
-    if (!pending) return;
-    if (msg.type === MSG.ERROR) pending.reject(new Error(`${msg.message} (${msg.fix})`));
-    else if (msg.type === pending.on) pending.resolve(msg);
-    else return;
-    pending = null;
-  };
-}
-
-const ask = (type, body, on) => new Promise((resolve, reject) => {
-  pending = { resolve, reject, on };
-  worker.postMessage(message(type, body));
+// The app's own client: it starts the worker and checks the protocol version.
+const client = new WorkerClient((msg) => {
+  if (!waiting) return;
+  if (msg.type === MSG.ERROR) waiting.reject(new Error(`${msg.message} (${msg.fix})`));
+  else if (msg.type === 'worker-failed' || msg.type === 'version-mismatch') waiting.reject(new Error(`the worker failed: ${msg.message ?? msg.type}`));
+  else if (msg.type === waiting.on) waiting.resolve(msg);
+  else return;
+  waiting = null;
 });
 
-let id = 0;
+/** Sends a message and resolves with the event `on` that ends it (or rejects with an error). */
+const until = (on, type, body) => new Promise((resolve, reject) => {
+  waiting = { on, resolve, reject };
+  client.send(type, body);
+});
+
 window.ours = {
   async load(quant, threads, relaxed) {
-    start();
-    const base = new URL('/models/smollm2-135m-instruct/', location.href).href;
-    const ready = await ask(MSG.LOAD, { quant, base, threads, relaxed }, MSG.READY);
+    client.start();
+    const ready = await until(MSG.READY, MSG.LOAD, { quant, base: MODEL_BASE, threads, relaxed });
     return ready.info;
   },
   async generate(prompt, maxTokens) {
     const options = engineOptions({ maxTokens, ignoreEos: true, temperature: 0, repeatPenalty: 1.1, seed: 1 });
-    const done = await ask(MSG.GENERATE, { id: ++id, prompt, options }, MSG.DONE);
+    const done = await until(MSG.DONE, MSG.GENERATE, { id: client.newId(), prompt, options });
     return done.stats;
   },
 };
