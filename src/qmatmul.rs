@@ -19,7 +19,7 @@
 //! cache and 4–5 from memory). Wasm has no prefetch instruction, so the loop reads one byte of
 //! each row a few cache lines ahead of the blocks it multiplies (`READ_AHEAD`), and the fetch
 //! starts while they compute. Decode through the app's worker, one thread: Q8_0 1.1–1.2×,
-//! Q4_0 1.05–1.1× (A/B in one session; noisy on the VM).
+//! Q4_0 1.0–1.1× (A/B in one session; noisy on the VM; see docs/PERFORMANCE.md).
 
 pub const BLOCK: usize = 32;
 
