@@ -185,23 +185,29 @@ fn rearrange(quants: &mut [u8], to_lanes: bool) {
 #[inline]
 fn dot_q8(scales: &[f32], quants: &[i8], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8], fetch: bool) -> [f32; ROWS] {
     let w = rows.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
-    dot_rows(scales, w, rows, cols, xs, xq, fetch, lanes::i8_32_widened)
+    match fetch {
+        true => dot_rows::<_, true>(scales, w, rows, cols, xs, xq, lanes::i8_32_widened),
+        false => dot_rows::<_, false>(scales, w, rows, cols, xs, xq, lanes::i8_32_widened),
+    }
 }
 
 /// Four rows of a Q4_0 matrix against one activation row.
 #[inline]
 fn dot_q4(scales: &[f32], nibbles: &[u8], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8], fetch: bool) -> [f32; ROWS] {
     let w = rows.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
-    dot_rows(scales, w, rows, cols, xs, xq, fetch, lanes::nibbles_32_widened)
+    match fetch {
+        true => dot_rows::<_, true>(scales, w, rows, cols, xs, xq, lanes::nibbles_32_widened),
+        false => dot_rows::<_, false>(scales, w, rows, cols, xs, xq, lanes::nibbles_32_widened),
+    }
 }
 
 /// The loop both dot products share, written out for exactly four rows: with the rows in an
 /// array indexed by a loop counter, LLVM kept the four accumulators in memory and bounds-checked
 /// every access; as four named locals over slices of proven length, they stay in registers.
-/// `fetch`: read ahead in the rows (they are not in cache yet).
+/// `FETCH`: read ahead in the rows (they are not in cache yet). A constant, so that the loop
+/// without it has no test in it: as a run-time flag it cost prefill about 5%.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dot_rows<W>(scales: &[f32], w: [&[W]; ROWS], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8], fetch: bool, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+fn dot_rows<W, const FETCH: bool>(scales: &[f32], w: [&[W]; ROWS], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8], block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
     let blocks = cols / BLOCK;
     let x = &xq.as_chunks::<BLOCK>().0[..blocks];
     let xs = &xs[..blocks];
@@ -209,7 +215,7 @@ fn dot_rows<W>(scales: &[f32], w: [&[W]; ROWS], rows: [usize; ROWS], cols: usize
     let [w0, w1, w2, w3] = w.map(|w| &w[..blocks]);
     let (mut a0, mut a1, mut a2, mut a3) = (lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default());
     for b in 0..blocks {
-        if fetch {
+        if FETCH {
             [w0, w1, w2, w3].iter().for_each(|w| read_ahead(w, b));
         }
         let xw = lanes::Widened::of(&x[b]);
