@@ -109,9 +109,9 @@ fn read_ahead<W>(row: &[W], b: usize) {
     unsafe { std::ptr::read_volatile((row.as_ptr() as *const u8).add(at)) };
 }
 
-/// `job(r0, n, dst)` computes weight rows r0..r0+n (n ≤ ROWS) and hands their values, activation
-/// row by activation row, to
-/// `dst(activation row, first weight row, values)`; `out` is (m, rows).
+/// `job(r0, n, dst)` computes weight rows r0..r0+n (n ≤ ROWS) and hands their values to
+/// `dst(activation row, first weight row, values)`, one call per activation row; `out` is
+/// (m, rows).
 type RowJob<'a> = dyn Fn(usize, usize, &mut dyn FnMut(usize, usize, &[f32])) + Sync + 'a;
 
 /// Weight rows per part of a product handed to a thread (see `team`). Rows are split, never the
