@@ -9,13 +9,13 @@
 // Writes target/bench/report.json and target/bench/report.md.
 
 import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:http';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { cpus, tmpdir } from 'node:os';
-import { extname, join, normalize } from 'node:path';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, ROOT } from '../e2e/browser.mjs';
+import { serveRoots } from './static-server.mjs';
 
 const APP = process.env.ATTNSCOPE_URL ?? 'http://127.0.0.1:8080';
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -56,35 +56,6 @@ function nativeFigures(quant) {
   };
 }
 
-// ---------------------------------------------------------------- a static server for the peer
-
-const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json' };
-
-function peerServer() {
-  const roots = { '/bench/': join(ROOT, 'tests/bench'), '/wllama/': join(ROOT, 'node_modules/@wllama/wllama'), '/models/': join(ROOT, 'models'), '/www/': join(ROOT, 'www') };
-  const server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-    const prefix = Object.keys(roots).find((p) => path.startsWith(p));
-    const file = prefix && join(roots[prefix], normalize(path.slice(prefix.length)));
-    if (!file || !file.startsWith(roots[prefix]) || !existsSync(file) || statSync(file).isDirectory()) {
-      res.writeHead(404).end();
-      return;
-    }
-    const size = statSync(file).size;
-    const headers = { 'content-type': MIME[extname(file)] ?? 'application/octet-stream', 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'accept-ranges': 'bytes' };
-    const range = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
-    if (range) {
-      const start = Number(range[1]);
-      const end = range[2] ? Number(range[2]) : size - 1;
-      res.writeHead(206, { ...headers, 'content-range': `bytes ${start}-${end}/${size}`, 'content-length': end - start + 1 });
-      createReadStream(file, { start, end }).pipe(res);
-    } else {
-      res.writeHead(200, { ...headers, 'content-length': size });
-      createReadStream(file).pipe(res);
-    }
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
 
 // ---------------------------------------------------------------- browser runs
 
@@ -223,7 +194,7 @@ for (const q of ['q8_0', 'q4_0']) {
     report.ours[`${q}_t${threads}`] = await oursFigures(q, threads);
   }
 }
-const server = await peerServer();
+const server = await serveRoots({ '/bench/': join(ROOT, 'tests/bench'), '/wllama/': join(ROOT, 'node_modules/@wllama/wllama'), '/models/': join(ROOT, 'models'), '/www/': join(ROOT, 'www') });
 const base = `http://127.0.0.1:${server.address().port}`;
 for (const q of ['q8_0', 'q4_0']) {
   for (const threads of [1, 2]) {

@@ -8,36 +8,25 @@
 //     target/relaxed/wasm32-unknown-unknown/release/attnscope.wasm
 //   PKG=/tmp/pkg-named QUANT=q8_0 node tests/bench/chromium-profile.mjs
 // The whole profile is written to target/bench/decode.cpuprofile (DevTools opens it).
-import { createServer } from 'node:http';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, extname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS } from '../e2e/browser.mjs';
+import { CHROMIUM_ARGS, ROOT } from '../e2e/browser.mjs';
+import { serveRoots } from './static-server.mjs';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PKG = process.env.PKG ?? join(ROOT, 'www/pkg-relaxed');
-const MODEL = join(ROOT, 'models/smollm2-135m-instruct');
 const quant = process.env.QUANT ?? 'q8_0';
-const MIME = { '.js': 'text/javascript', '.wasm': 'application/wasm' };
 
-const server = createServer((req, res) => {
-  const path = new URL(req.url, 'http://x').pathname;
-  if (path === '/') return res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>profile</title>');
-  const [root, rest] = path.startsWith('/pkg/') ? [PKG, path.slice(5)] : path.startsWith('/model/') ? [MODEL, path.slice(7)] : [];
-  const file = root && !rest.includes('..') ? join(root, rest) : null;
-  if (!file || !existsSync(file)) return res.writeHead(404).end();
-  res.writeHead(200, { 'content-type': MIME[extname(file)] ?? 'application/octet-stream' }).end(readFileSync(file));
-});
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const server = await serveRoots({ '/pkg/': PKG, '/models/': join(ROOT, 'models'), '/bench/': join(ROOT, 'tests/bench'), '/www/': join(ROOT, 'www') });
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
 try {
   const page = await browser.newPage();
-  await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  // The bench's blank page (it draws nothing; its own worker is never started here).
+  await page.goto(`http://127.0.0.1:${server.address().port}/bench/worker.html`);
   await page.evaluate(async (quant) => {
     const m = await import('/pkg/attnscope.js');
     await m.default({ module_or_path: '/pkg/attnscope_bg.wasm' });
-    const get = async (f) => new Uint8Array(await (await fetch(`/model/${f}`)).arrayBuffer());
+    const get = async (f) => new Uint8Array(await (await fetch(`/models/smollm2-135m-instruct/${f}`)).arrayBuffer());
     window.engine = new m.Engine(await get('config.json'), await get('tokenizer.json'), await get(`model.${quant}.safetensors`));
   }, quant);
   const decode = (n) => page.evaluate((n) => {

@@ -1,6 +1,7 @@
 // A profile of the wasm engine outside the browser: the same www/pkg module in Node's V8, so
-// `node --cpu-prof tests/bench/node-step.mjs` shows where a step's time goes (function names
-// survive wasm-opt). Figures here are for profiling only; the benchmark proper runs in Chromium.
+// `node --cpu-prof tests/bench/node-step.mjs` shows where a step's time goes. Function names
+// need a build packaged with `wasm-bindgen --keep-debug` and without wasm-opt, as in
+// chromium-profile.mjs. Figures here are for profiling only; the benchmark proper runs in Chromium.
 // PKG=www/pkg-relaxed profiles the relaxed-SIMD build (Node 20: --experimental-wasm-relaxed-simd).
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
