@@ -1,7 +1,7 @@
 //! A model folder's files → a ready `Transformer` and tokenizer, checked in order (config, then
 //! the container, then the memory budget, then the tokenizer against the vocabulary, then every
 //! tensor against the config) so the first error names the file at fault and nothing big is
-//! allocated for a model that cannot run. The budget (the weights file, kept as the quants, plus the f32 block scales; KV cache,
+//! allocated for a model that cannot run. The budget (the weights file, kept as the weights, plus the norms; KV cache,
 //! attention capture, scratch) is computed in u64 from the config alone, so on wasm32 a context
 //! length that would overflow a 32-bit size is refused with the figures rather than attempted. Natively the files are read from a folder; the browser
 //! hands the same bytes over from `fetch`.
@@ -57,7 +57,7 @@ pub struct LoadedModel {
 pub fn load(config_json: &[u8], tokenizer_json: &[u8], weights_name: &str, weights: Vec<u8>, opts: &LoadOptions) -> Result<LoadedModel, LoadError> {
     let config = Config::from_json(config_json)?;
     let st = QSafetensors::read(weights_name, &weights)?;
-    // The file's bytes stay (as the quants); the f32 block scales and norms are added.
+    // The file's bytes stay (as the weights); the norms are copied out.
     let max_context = check_budget(&config, weights.len() as u64 + decoded_bytes(&st), opts)?;
     let tokenizer = TextTokenizer::from_json(tokenizer_json, config.vocab_size, config.eos_token_id)?;
     let weights = Weights::load_owned(weights_name, weights, &config)?;
@@ -81,12 +81,12 @@ pub fn kv_positions(config: &Config, requested: usize) -> usize {
     requested.min(config.max_position_embeddings).max(2)
 }
 
-/// Bytes loading adds to the file's own: one f32 scale per block, and the norms copied out.
+/// Bytes loading adds to the file's own: the norms, copied out.
 fn decoded_bytes(st: &QSafetensors) -> u64 {
     st.tensors
         .values()
         .map(|t| match t {
-            StoredTensor::Quantized { kind, blocks, .. } => 4 * (blocks.len() / kind.type_size()) as u64,
+            StoredTensor::Quantized { .. } => 0,
             StoredTensor::F32 { bytes, .. } => bytes.len() as u64,
         })
         .sum()
@@ -131,11 +131,11 @@ pub fn load_folder(dir: &std::path::Path, quant: GgmlKind, opts: &LoadOptions) -
         crate::manifest::check_sizes(dir, &m, &["config.json", "tokenizer.json", &weights_name])?;
     }
     let config_json = read("config.json")?;
-    // The budget once before reading the weights, from the file's size (the f32 scales add at
-    // most a quarter: 4 bytes per 18-byte Q4_0 block), so a context that cannot fit is refused
+    // The budget once before reading the weights, from the file's size (loading adds only the
+    // norms, checked again once the file is read), so a context that cannot fit is refused
     // before hundreds of megabytes are read.
     if let (Ok(config), Ok(meta)) = (Config::from_json(&config_json), std::fs::metadata(dir.join(&weights_name))) {
-        check_budget(&config, meta.len().saturating_add(meta.len() / 4), opts)?;
+        check_budget(&config, meta.len(), opts)?;
     }
     let weights = read(&weights_name)?;
     load(&config_json, &read("tokenizer.json")?, &dir.join(&weights_name).display().to_string(), weights, opts)

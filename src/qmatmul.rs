@@ -9,10 +9,13 @@
 //! `lane sum · (d_w · d_x)` block by block, then added in a fixed order; see the dot products).
 //! So every platform computes the same bits, and the browser's tokens equal the CLI's.
 //!
-//! Layout: block scales are converted from f16 to f32 once at load (wasm has no f16 instructions),
-//! and quants are kept apart from scales so a row is a plain contiguous byte run. Q4_0 nibbles keep
-//! GGML's order: byte j holds element j (low nibble) and element j + 16 (high nibble), each stored
-//! +8.
+//! Layout: quants are kept apart from scales so a row is a plain contiguous byte run. Q4_0
+//! nibbles keep GGML's order: byte j holds element j (low nibble) and element j + 16 (high
+//! nibble), each stored +8. Block scales stay the file's f16, interleaved by row group
+//! (`scale_index`). Wasm has no f16 instructions, so a decode step converts a block's four scales
+//! with one short run of integer SIMD (`scales_times`), exactly; a prefill converts a group's
+//! scales once for all its prompt rows. Held as f32 instead, the scales took a fifth of a q4_0
+//! model's memory more, and decode and prefill were no faster (A/B in Chromium, PERFORMANCE.md).
 //!
 //! Memory: a decode step reads every weight once, and the kernel waits on memory more than it
 //! computes (in Chromium on the development VM, a 1536 × 576 Q8_0 product ran at 18 GMAC/s from
@@ -57,10 +60,31 @@ impl QActivations {
 /// blocks of 32.
 #[derive(Clone, Copy)]
 pub enum QWeights<'a> {
-    /// Quants (rows, cols) as int8.
-    Q8_0 { scales: &'a [f32], quants: &'a [i8] },
-    /// Quants (rows, cols/2) as GGML nibble pairs.
-    Q4_0 { scales: &'a [f32], nibbles: &'a [u8] },
+    /// Quants (rows, cols) as int8; scales (rows · cols/32) as little-endian f16, in the order of
+    /// `scale_index`.
+    Q8_0 { scales: &'a [[u8; 2]], quants: &'a [i8] },
+    /// Quants (rows, cols/2) as GGML nibble pairs; scales as for Q8_0.
+    Q4_0 { scales: &'a [[u8; 2]], nibbles: &'a [u8] },
+}
+
+/// An f16 (little-endian bytes) as f32, exactly, for finite values (the loader refuses others):
+/// the magnitude's bits shifted into an f32's places scale it by 2⁻¹¹², normal or subnormal
+/// alike, and the multiply undoes that exactly.
+#[inline]
+pub fn f16_to_f32(h: [u8; 2]) -> f32 {
+    let h = u16::from_le_bytes(h) as u32;
+    let magnitude = f32::from_bits((h & 0x7FFF) << 13) * TWO_POW_112;
+    f32::from_bits(magnitude.to_bits() | (h & 0x8000) << 16)
+}
+
+const TWO_POW_112: f32 = f32::from_bits((127 + 112) << 23);
+
+/// Where the scale of row r's block b is kept: the scales of a group of four rows (the rows the
+/// kernel computes together) are interleaved block by block, so one 8-byte load gives a block's
+/// four scales. A last group of fewer rows is interleaved the same way over the rows it has.
+pub fn scale_index(rows: usize, blocks: usize, r: usize, b: usize) -> usize {
+    let (group, k) = (r / ROWS, r % ROWS);
+    group * ROWS * blocks + b * ROWS.min(rows - group * ROWS) + k
 }
 
 /// out (m × rows) = x (m × cols) · Wᵀ.
@@ -73,16 +97,43 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
     // memory once per call (what makes a prefill of many tokens cheaper per token than single
     // steps), and each activation block is widened once for the whole group.
     let group_job = |r0: usize, n: usize, dst: &mut dyn FnMut(usize, usize, &[f32])| {
+        let (QWeights::Q8_0 { scales, .. } | QWeights::Q4_0 { scales, .. }) = w;
+        let scales = &scales[r0 * blocks..(r0 + n) * blocks];
+        // A short last group repeats its last row (and its scales); the repeats are computed and
+        // dropped.
+        let padded: Vec<[[u8; 2]; ROWS]>;
+        let group_scales = match n {
+            ROWS => scales.as_chunks::<ROWS>().0,
+            _ => {
+                padded = scales.chunks_exact(n).map(|s| std::array::from_fn(|k| s[k.min(n - 1)])).collect();
+                &padded
+            }
+        };
+        // One activation row uses each scale once: converted in the loop. Many reuse them:
+        // converted once (converted in the loop for a 256-token prefill, it lost 7%).
+        let converted: Vec<[f32; ROWS]>;
+        let group_scales = match m {
+            1 => GroupScales::F16(group_scales),
+            _ => {
+                converted = group_scales.iter().map(|h| lanes::scales_times(h, 1.0)).collect();
+                GroupScales::F32(&converted)
+            }
+        };
+        let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
         for i in 0..m {
             let xs = &x.scales[i * blocks..(i + 1) * blocks];
             let xq = &x.quants[i * cols..(i + 1) * cols];
-            // A short last group repeats its last row; the repeats are computed and dropped.
-            let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
             // The group's weights come from memory for the first activation row only.
             let fetch = i == 0;
             let sums = match w {
-                QWeights::Q8_0 { scales, quants } => dot_q8(scales, quants, group, cols, xs, xq, fetch),
-                QWeights::Q4_0 { scales, nibbles } => dot_q4(scales, nibbles, group, cols, xs, xq, fetch),
+                QWeights::Q8_0 { quants, .. } => {
+                    let w = group.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
+                    dot(group_scales, w, cols, xs, xq, fetch, lanes::i8_32_widened)
+                }
+                QWeights::Q4_0 { nibbles, .. } => {
+                    let w = group.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
+                    dot(group_scales, w, cols, xs, xq, fetch, lanes::nibbles_32_widened)
+                }
             };
             dst(i, r0, &sums[..n]);
         }
@@ -181,23 +232,34 @@ fn rearrange(quants: &mut [u8], to_lanes: bool) {
 // follow this one order, so every build gives identical bits, and no SIMD build reduces across
 // lanes inside the loop.
 
-/// Four rows of a Q8_0 matrix against one activation row.
-#[inline]
-fn dot_q8(scales: &[f32], quants: &[i8], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8], fetch: bool) -> [f32; ROWS] {
-    let w = rows.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
-    match fetch {
-        true => dot_rows::<_, true>(scales, w, rows, cols, xs, xq, lanes::i8_32_widened),
-        false => dot_rows::<_, false>(scales, w, rows, cols, xs, xq, lanes::i8_32_widened),
-    }
+/// A row group's block scales, block by block, a lane per row.
+#[derive(Clone, Copy)]
+enum GroupScales<'a> {
+    /// As stored: f16, converted as they are used.
+    F16(&'a [[[u8; 2]; ROWS]]),
+    /// Converted to f32 once, for many activation rows.
+    F32(&'a [[f32; ROWS]]),
 }
 
-/// Four rows of a Q4_0 matrix against one activation row.
+/// Four weight rows (their blocks as `block` reads them) against one activation row; `fetch`:
+/// the rows are not in cache yet.
 #[inline]
-fn dot_q4(scales: &[f32], nibbles: &[u8], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8], fetch: bool) -> [f32; ROWS] {
-    let w = rows.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
-    match fetch {
-        true => dot_rows::<_, true>(scales, w, rows, cols, xs, xq, lanes::nibbles_32_widened),
-        false => dot_rows::<_, false>(scales, w, rows, cols, xs, xq, lanes::nibbles_32_widened),
+fn dot<W>(scales: GroupScales, w: [&[W]; ROWS], cols: usize, xs: &[f32], xq: &[i8], fetch: bool, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+    let blocks = cols / BLOCK;
+    match (scales, fetch) {
+        // Scales as stored come with one activation row, whose weights are never in cache.
+        (GroupScales::F16(h), _) => {
+            let h = &h[..blocks];
+            dot_rows::<_, true>(|b, dx| lanes::scales_times(&h[b], dx), w, cols, xs, xq, block)
+        }
+        (GroupScales::F32(f), true) => {
+            let f = &f[..blocks];
+            dot_rows::<_, true>(|b, dx| f[b].map(|d| d * dx), w, cols, xs, xq, block)
+        }
+        (GroupScales::F32(f), false) => {
+            let f = &f[..blocks];
+            dot_rows::<_, false>(|b, dx| f[b].map(|d| d * dx), w, cols, xs, xq, block)
+        }
     }
 }
 
@@ -207,11 +269,10 @@ fn dot_q4(scales: &[f32], nibbles: &[u8], rows: [usize; ROWS], cols: usize, xs: 
 /// `FETCH`: read ahead in the rows (they are not in cache yet). A constant, so that the loop
 /// without it has no test in it: as a run-time flag it cost prefill about 5%.
 #[inline(always)]
-fn dot_rows<W, const FETCH: bool>(scales: &[f32], w: [&[W]; ROWS], rows: [usize; ROWS], cols: usize, xs: &[f32], xq: &[i8], block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+fn dot_rows<W, const FETCH: bool>(scales: impl Fn(usize, f32) -> [f32; ROWS], w: [&[W]; ROWS], cols: usize, xs: &[f32], xq: &[i8], block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
     let blocks = cols / BLOCK;
     let x = &xq.as_chunks::<BLOCK>().0[..blocks];
     let xs = &xs[..blocks];
-    let [s0, s1, s2, s3] = rows.map(|r| &scales[r * blocks..(r + 1) * blocks]);
     let [w0, w1, w2, w3] = w.map(|w| &w[..blocks]);
     let (mut a0, mut a1, mut a2, mut a3) = (lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default());
     for b in 0..blocks {
@@ -219,11 +280,12 @@ fn dot_rows<W, const FETCH: bool>(scales: &[f32], w: [&[W]; ROWS], rows: [usize;
             [w0, w1, w2, w3].iter().for_each(|w| read_ahead(w, b));
         }
         let xw = lanes::Widened::of(&x[b]);
-        let dx = xs[b];
-        a0.add(block(&w0[b], &xw), s0[b] * dx);
-        a1.add(block(&w1[b], &xw), s1[b] * dx);
-        a2.add(block(&w2[b], &xw), s2[b] * dx);
-        a3.add(block(&w3[b], &xw), s3[b] * dx);
+        // Each row's d_w · d_x.
+        let d = scales(b, xs[b]);
+        a0.add(block(&w0[b], &xw), d[0]);
+        a1.add(block(&w1[b], &xw), d[1]);
+        a2.add(block(&w2[b], &xw), d[2]);
+        a3.add(block(&w3[b], &xw), d[3]);
     }
     [a0.total(), a1.total(), a2.total(), a3.total()]
 }
@@ -258,6 +320,13 @@ mod portable {
     #[inline]
     pub fn i8_32(a: &[i8], b: &[i8]) -> Ints {
         gather(std::array::from_fn(|e| a[e] as i32 * b[e] as i32 + a[16 + e] as i32 * b[16 + e] as i32))
+    }
+
+    /// A block's four f16 scales (one per row of a group) as f32, each times the activation
+    /// block's scale.
+    #[inline]
+    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> [f32; 4] {
+        h.map(|h| super::f16_to_f32(h) * dx)
     }
 
     /// An activation block prepared once for several weight rows (here: as it is).
@@ -310,13 +379,27 @@ mod wasm_acc {
             (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v)) + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
         }
     }
+
+    /// A block's four f16 scales (one per row of a group) as f32, each times the activation
+    /// block's scale: `f16_to_f32` four lanes at once. Each f16 goes into the high half of its
+    /// lane, where its sign is the f32's, and an arithmetic shift by 3 puts exponent and mantissa
+    /// in their f32 places (the sign's copies land in three bits the mask clears).
+    #[inline]
+    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> [f32; 4] {
+        // SAFETY: h holds 8 bytes; unaligned loads are allowed.
+        let h = unsafe { v128_load64_zero(h.as_ptr() as *const u64) };
+        let high = i8x16_shuffle::<16, 16, 0, 1, 16, 16, 2, 3, 16, 16, 4, 5, 16, 16, 6, 7>(h, u64x2_splat(0));
+        let d = f32x4_mul(v128_and(i32x4_shr(high, 3), u32x4_splat(0x8FFF_FFFF)), f32x4_splat(super::TWO_POW_112));
+        let p = f32x4_mul(d, f32x4_splat(dx));
+        [f32x4_extract_lane::<0>(p), f32x4_extract_lane::<1>(p), f32x4_extract_lane::<2>(p), f32x4_extract_lane::<3>(p)]
+    }
 }
 
 #[cfg(all(target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 mod lanes {
     use core::arch::wasm32::*;
 
-    pub use super::wasm_acc::{Acc, Ints};
+    pub use super::wasm_acc::{Acc, Ints, scales_times};
 
     /// An activation block widened to int16 once, for all the weight rows that use it.
     pub struct Widened([v128; 4]);
@@ -371,7 +454,7 @@ mod lanes {
 mod lanes {
     use core::arch::wasm32::*;
 
-    pub use super::wasm_acc::{Acc, Ints};
+    pub use super::wasm_acc::{Acc, Ints, scales_times};
 
     /// GGML's order of 16 elements → lane order (each lane's four elements adjacent).
     #[inline]
@@ -466,6 +549,21 @@ mod lanes {
             unsafe { _mm_storeu_ps(l.as_mut_ptr(), self.0) };
             (l[0] + l[1]) + (l[2] + l[3])
         }
+    }
+
+    /// A block's four f16 scales as f32, each times the activation block's scale, as in the wasm
+    /// version.
+    #[inline]
+    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> [f32; 4] {
+        let mut out = [0f32; 4];
+        // SAFETY: SSE2 baseline; h holds 8 bytes and out 16; the load and store are unaligned.
+        unsafe {
+            let high = _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_loadl_epi64(h.as_ptr() as *const __m128i));
+            let bits = _mm_and_si128(_mm_srai_epi32(high, 3), _mm_set1_epi32(0x8FFF_FFFFu32 as i32));
+            let d = _mm_mul_ps(_mm_castsi128_ps(bits), _mm_set1_ps(super::TWO_POW_112));
+            _mm_storeu_ps(out.as_mut_ptr(), _mm_mul_ps(d, _mm_set1_ps(dx)));
+        }
+        out
     }
 
     /// Sign-extends the low / high eight int8 of v to int16.
@@ -624,16 +722,46 @@ mod tests {
         let (rows, cols) = (8, 96);
         let mut x = QActivations::default();
         x.quantize(&values(cols, 5), 1, cols);
-        let scales = values(rows * cols / BLOCK, 4);
+        let scales: Vec<[u8; 2]> = values(rows * cols / BLOCK, 4).iter().map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let row_scales = |r: usize| &scales[r * cols / BLOCK..(r + 1) * cols / BLOCK];
+        // The group's scales interleaved, as the kernel keeps them; a row alone, in all four lanes.
+        let group_scales: Vec<[[u8; 2]; ROWS]> = (0..cols / BLOCK).map(|b| std::array::from_fn(|k| row_scales(4 + k)[b])).collect();
+        let one = |r: usize| -> Vec<[[u8; 2]; ROWS]> { row_scales(r).iter().map(|&d| [d; ROWS]).collect() };
         let bytes: Vec<u8> = values(rows * cols, 6).iter().map(|v| (v * 127.0) as i8 as u8).collect();
         let quants: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
-        let nibbles = &bytes[..rows * cols / 2];
-        let group = dot_q8(&scales, &quants, [4, 5, 6, 7], cols, &x.scales, &x.quants, true);
-        let alone: Vec<f32> = (4..8).map(|r| dot_q8(&scales, &quants, [r; ROWS], cols, &x.scales, &x.quants, false)[0]).collect();
-        assert_eq!(group.to_vec(), alone, "Q8_0");
-        let group = dot_q4(&scales, nibbles, [4, 5, 6, 7], cols, &x.scales, &x.quants, true);
-        let alone: Vec<f32> = (4..8).map(|r| dot_q4(&scales, nibbles, [r; ROWS], cols, &x.scales, &x.quants, false)[0]).collect();
-        assert_eq!(group.to_vec(), alone, "Q4_0");
+        let q8 = |g: [usize; ROWS]| g.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
+        let q4 = |g: [usize; ROWS]| g.map(|r| bytes[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
+        let as_f32 = |h: &[[[u8; 2]; ROWS]]| -> Vec<[f32; ROWS]> { h.iter().map(|h| h.map(f16_to_f32)).collect() };
+        let (group_f32, one_f32) = (as_f32(&group_scales), |r| as_f32(&one(r)));
+        let (xs, xq) = (&x.scales[..], &x.quants[..]);
+        // Scales as stored (one activation row) and converted first (many), reading ahead or not.
+        fn pick<'a>(stored: bool, h: &'a [[[u8; 2]; ROWS]], f: &'a [[f32; ROWS]]) -> GroupScales<'a> {
+            if stored { GroupScales::F16(h) } else { GroupScales::F32(f) }
+        }
+        for (stored, fetch) in [(true, true), (false, true), (false, false)] {
+            let name = if stored { "as stored" } else { "converted" };
+            let group = dot(pick(stored, &group_scales, &group_f32), q8([4, 5, 6, 7]), cols, xs, xq, fetch, lanes::i8_32_widened);
+            let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q8([r; ROWS]), cols, xs, xq, fetch, lanes::i8_32_widened)[0]).collect();
+            assert_eq!(group.to_vec(), alone, "Q8_0, scales {name}, fetch {fetch}");
+            let group = dot(pick(stored, &group_scales, &group_f32), q4([4, 5, 6, 7]), cols, xs, xq, fetch, lanes::nibbles_32_widened);
+            let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q4([r; ROWS]), cols, xs, xq, fetch, lanes::nibbles_32_widened)[0]).collect();
+            assert_eq!(group.to_vec(), alone, "Q4_0, scales {name}, fetch {fetch}");
+        }
+    }
+
+    #[test]
+    fn every_finite_f16_scale_converts_exactly() {
+        for bits in 0..=u16::MAX {
+            let h = half::f16::from_bits(bits);
+            if h.is_finite() {
+                let want = h.to_f32();
+                assert_eq!(f16_to_f32(bits.to_le_bytes()).to_bits(), want.to_bits(), "{bits:#06x}");
+                let four = [bits, bits ^ 0x8000, bits, 0].map(u16::to_le_bytes);
+                let got = lanes::scales_times(&four, 0.5);
+                let expect = [want * 0.5, -want * 0.5, want * 0.5, 0.0];
+                assert_eq!(got.map(f32::to_bits), expect.map(f32::to_bits), "{bits:#06x}, four at once");
+            }
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Names are Hugging Face's Llama names (`model.layers.{l}.self_attn.q_proj.weight`, …), so a
 //! converted GGUF and a converted Hugging Face folder produce the same file. Matrices stay
-//! quantized (`QMatrix`): the file's GGML blocks are copied once into the kernel's layout
-//! (qmatmul.rs), after which the file bytes can be dropped; norms are f32. All problems are
+//! quantized (`QMatrix`): the file's GGML blocks are rearranged once into the kernel's layout
+//! (qmatmul.rs), in place when the weights own the file's bytes; norms are f32. All problems are
 //! collected and reported together, so a mismatched file is fixed in one round.
 //!
 //! Rotary convention: q_proj and k_proj rows are stored in GGUF order, where each rotated pair
@@ -21,74 +21,85 @@ use crate::config::Config;
 use crate::format::{GgmlKind, QSafetensors, StoredTensor, f32_values};
 
 /// A weight matrix `[rows, cols]` = `[out_features, in_features]`, in blocks of 32 along `cols`,
-/// held in the layout our kernel reads (f32 scales, quants apart; see qmatmul.rs).
+/// held in the layout our kernel reads (quants apart from scales; see qmatmul.rs).
 pub struct QMatrix {
     kind: GgmlKind,
     rows: usize,
     cols: usize,
-    /// One per block, converted from the file's f16 once (wasm has no f16 instructions).
-    scales: Vec<f32>,
-    quants: Quants,
+    blocks: SplitBlocks,
 }
 
-/// A matrix's quants: one contiguous run of bytes inside a buffer that may hold many matrices.
-/// Loaded from a file, that buffer is the file's own bytes, rearranged in place (`split_blocks`),
-/// so the weights are held in memory once, not as the file plus a copy.
-struct Quants {
+/// A matrix's blocks split in two runs of bytes: every block's quants, contiguous, row after
+/// row, then every block's scale (the file's f16, little-endian) in the kernel's order
+/// (`qmatmul::scale_index`). They sit inside a buffer that may hold many matrices: loaded from a
+/// file, that buffer is the file's own bytes, rearranged in place (`split_blocks`), so the
+/// weights are held in memory once, not as the file plus a copy.
+struct SplitBlocks {
     buf: Arc<Vec<u8>>,
     start: usize,
-    len: usize,
+    /// Blocks, and quant bytes per block.
+    n: usize,
+    q: usize,
 }
 
-impl Quants {
-    fn bytes(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
+impl SplitBlocks {
+    fn quants(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.n * self.q]
+    }
+
+    fn scales(&self) -> &[[u8; 2]] {
+        let at = self.start + self.n * self.q;
+        self.buf[at..at + 2 * self.n].as_chunks::<2>().0
     }
 }
 
-/// Rewrites a run of GGML blocks so that their quants come first, contiguous, and returns the
-/// blocks' scales as f32. In place: block i's quants move to i·q, which ends before block i + 1
-/// begins (i·q + q < (i + 1)·size), so no byte is overwritten before it is read.
-fn split_blocks(kind: GgmlKind, blocks: &mut [u8]) -> Vec<f32> {
+/// Rewrites a matrix's GGML blocks in place as their quants, contiguous, then their f16 scales
+/// (`SplitBlocks`), and returns the number of blocks. Block i's quants move to i·q, which ends
+/// before block i + 1 begins (i·q + q < (i + 1)·size), so no byte is overwritten before it is
+/// read; the scales are set aside first (2 bytes a block), since their place is not free until
+/// every block has moved.
+fn split_blocks(kind: GgmlKind, rows: usize, cols: usize, blocks: &mut [u8]) -> usize {
     match kind {
-        GgmlKind::Q8_0 => split::<32>(blocks),
-        GgmlKind::Q4_0 => split::<16>(blocks),
+        GgmlKind::Q8_0 => split::<32>(rows, cols / 32, blocks),
+        GgmlKind::Q4_0 => split::<16>(rows, cols / 32, blocks),
     }
 }
 
-/// `split_blocks` for blocks of an f16 scale and Q bytes of quants.
-fn split<const Q: usize>(blocks: &mut [u8]) -> Vec<f32> {
+/// `split_blocks` for blocks of an f16 scale and Q bytes of quants, `per_row` blocks a row.
+fn split<const Q: usize>(rows: usize, per_row: usize, blocks: &mut [u8]) -> usize {
     let size = Q + 2;
-    let n = blocks.len() / size;
-    let mut scales = Vec::with_capacity(n);
+    let n = rows * per_row;
+    let scales: Vec<[u8; 2]> = (0..n).map(|i| [blocks[i * size], blocks[i * size + 1]]).collect();
     for i in 0..n {
         let at = i * size;
-        scales.push(f16::from_le_bytes([blocks[at], blocks[at + 1]]).to_f32());
         // Through a register-sized copy rather than a memmove call per block (4 M blocks).
         let quants: [u8; Q] = blocks[at + 2..at + size].try_into().expect("Q bytes");
         blocks[i * Q..(i + 1) * Q].copy_from_slice(&quants);
     }
     qmatmul::to_kernel_order(&mut blocks[..n * Q]);
-    scales
+    let placed = blocks[n * Q..n * size].as_chunks_mut::<2>().0;
+    for (i, &d) in scales.iter().enumerate() {
+        placed[qmatmul::scale_index(rows, per_row, i / per_row, i % per_row)] = d;
+    }
+    n
 }
 
 impl QMatrix {
     /// From GGML block bytes as stored in the file (any alignment), copied.
     pub fn from_blocks(kind: GgmlKind, rows: usize, cols: usize, bytes: &[u8]) -> Self {
-        let mut quants = bytes.to_vec();
-        let scales = split_blocks(kind, &mut quants);
-        quants.truncate(scales.len() * (kind.type_size() - 2));
-        let len = quants.len();
-        QMatrix { kind, rows, cols, scales, quants: Quants { buf: Arc::new(quants), start: 0, len } }
+        let mut buf = bytes.to_vec();
+        let n = split_blocks(kind, rows, cols, &mut buf);
+        buf.truncate(n * kind.type_size());
+        QMatrix { kind, rows, cols, blocks: SplitBlocks { buf: Arc::new(buf), start: 0, n, q: kind.type_size() - 2 } }
     }
 
     /// The kernel's view of this matrix.
     fn view(&self) -> QWeights<'_> {
-        let bytes = self.quants.bytes();
+        let (bytes, scales) = (self.blocks.quants(), self.blocks.scales());
         match self.kind {
             // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid.
-            GgmlKind::Q8_0 => QWeights::Q8_0 { scales: &self.scales, quants: unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const i8, bytes.len()) } },
-            GgmlKind::Q4_0 => QWeights::Q4_0 { scales: &self.scales, nibbles: bytes },
+            GgmlKind::Q8_0 => QWeights::Q8_0 { scales, quants: unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const i8, bytes.len()) } },
+            GgmlKind::Q4_0 => QWeights::Q4_0 { scales, nibbles: bytes },
         }
     }
 
@@ -114,9 +125,9 @@ impl QMatrix {
     /// The raw GGML bytes, as they go into a file.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.kind.bytes_for(self.rows, self.cols).unwrap_or(0));
-        for (d, q) in self.scales.iter().zip(self.quants.bytes().chunks_exact(self.kind.type_size() - 2)) {
-            // Exact: every scale came from an f16.
-            out.extend_from_slice(&f16::from_f32(*d).to_le_bytes());
+        let (per_row, scales) = (self.cols / 32, self.blocks.scales());
+        for (i, q) in self.blocks.quants().chunks_exact(self.blocks.q).enumerate() {
+            out.extend_from_slice(&scales[qmatmul::scale_index(self.rows, per_row, i / per_row, i % per_row)]);
             let at = out.len();
             out.extend_from_slice(q);
             qmatmul::to_ggml_order(&mut out[at..]);
@@ -132,15 +143,15 @@ impl QMatrix {
     /// Dequantizes one row (an embedding lookup) into `out` (cols).
     pub fn row(&self, row: usize, out: &mut [f32]) {
         let per_row = self.cols / 32;
-        let type_q = self.kind.type_size() - 2;
-        let bytes = self.quants.bytes();
+        let type_q = self.blocks.q;
+        let bytes = self.blocks.quants();
         for (b, o) in out[..self.cols].chunks_exact_mut(32).enumerate() {
             let block = row * per_row + b;
             // The block's quants in GGML's order, whatever order the kernel keeps them in.
             let mut q = [0u8; 32];
             q[..type_q].copy_from_slice(&bytes[block * type_q..(block + 1) * type_q]);
             qmatmul::to_ggml_order(&mut q[..type_q]);
-            let d = self.scales[block];
+            let d = qmatmul::f16_to_f32(self.blocks.scales()[qmatmul::scale_index(self.rows, per_row, row, b)]);
             match self.kind {
                 GgmlKind::Q8_0 => o.iter_mut().zip(q).for_each(|(o, q)| *o = q as i8 as f32 * d),
                 GgmlKind::Q4_0 => {
@@ -162,8 +173,8 @@ impl QMatrix {
         out
     }
 
-    fn scales(&self) -> &[f32] {
-        &self.scales
+    fn scales_are_finite(&self) -> bool {
+        self.blocks.scales().iter().all(|&d| f16::from_le_bytes(d).is_finite())
     }
 }
 
@@ -380,7 +391,7 @@ impl Weights {
     }
 
     /// As `load`, but the file's bytes become the weights' storage: each matrix's blocks are
-    /// split in place into quants and f32 scales, so the weights are held once (in the browser,
+    /// split in place into quants and scales, so the weights are held once (in the browser,
     /// where the bytes are copied into wasm memory, that saves the size of the file).
     pub fn load_owned(file: &str, mut bytes: Vec<u8>, c: &Config) -> Result<Self, WeightsError> {
         let st = QSafetensors::read(file, &bytes)?;
@@ -397,13 +408,12 @@ impl Weights {
         }
         drop(st);
         // Split every matrix in place (the bytes are still ours alone), then share them.
-        let mut parts: HashMap<String, (GgmlKind, usize, usize, usize, Vec<f32>)> =
-            spans.into_iter().map(|(name, kind, rows, cols, start, len)| (name, (kind, rows, cols, start, split_blocks(kind, &mut bytes[start..start + len])))).collect();
+        let mut parts: HashMap<String, (GgmlKind, usize, usize, usize, usize)> =
+            spans.into_iter().map(|(name, kind, rows, cols, start, len)| (name, (kind, rows, cols, start, split_blocks(kind, rows, cols, &mut bytes[start..start + len])))).collect();
         let buf = Arc::new(bytes);
         let matrix = |name: &str| {
-            let (kind, rows, cols, start, scales) = parts.remove(name).expect("each matrix is taken once");
-            let len = scales.len() * (kind.type_size() - 2);
-            QMatrix { kind, rows, cols, scales, quants: Quants { buf: buf.clone(), start, len } }
+            let (kind, rows, cols, start, n) = parts.remove(name).expect("each matrix is taken once");
+            QMatrix { kind, rows, cols, blocks: SplitBlocks { buf: buf.clone(), start, n, q: kind.type_size() - 2 } }
         };
         let weights = Self::assemble(c, matrix, |name| vectors.remove(name).expect("each vector is taken once"));
         weights.check_finite(file)?;
@@ -440,8 +450,7 @@ impl Weights {
     fn check_finite(&self, file: &str) -> Result<(), WeightsError> {
         let mut problems = Vec::new();
         let check_scales = |problems: &mut Vec<String>, name: String, m: &QMatrix| {
-            let finite = m.scales().iter().all(|d| d.is_finite());
-            if !finite {
+            if !m.scales_are_finite() {
                 problems.push(format!("`{name}` has NaN or infinite block scales (the file is corrupt or was quantized from broken weights)"));
             }
         };
