@@ -120,6 +120,12 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
             }
         };
         let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
+        // Q4_0 nibbles unpacked once when many activation rows reuse them (the unpacking read the
+        // weights from memory, so the loop need not read ahead).
+        let unpacked: Vec<[u8; BLOCK]> = match w {
+            QWeights::Q4_0 { nibbles, .. } if m > 1 => group.iter().flat_map(|&r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0.iter().map(unpack)).collect(),
+            _ => Vec::new(),
+        };
         for i in 0..m {
             let xs = &x.scales[i * blocks..(i + 1) * blocks];
             let xq = &x.quants[i * cols..(i + 1) * cols];
@@ -129,6 +135,10 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
                 QWeights::Q8_0 { quants, .. } => {
                     let w = group.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
                     dot(group_scales, w, cols, xs, xq, fetch, lanes::i8_32_widened)
+                }
+                QWeights::Q4_0 { .. } if m > 1 => {
+                    let w: [&[[u8; BLOCK]]; ROWS] = std::array::from_fn(|k| &unpacked[k * blocks..(k + 1) * blocks]);
+                    dot(group_scales, w, cols, xs, xq, false, lanes::unpacked_32_widened)
                 }
                 QWeights::Q4_0 { nibbles, .. } => {
                     let w = group.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
@@ -143,6 +153,13 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
 
 /// Weight rows computed together by one call of the dot products.
 const ROWS: usize = 4;
+
+/// A Q4_0 block's nibbles as they are stored (element + 8), one a byte: elements 0..16 from the
+/// low nibbles, 16..32 from the high ones (in the kernel's order, as the nibble bytes were).
+#[inline]
+fn unpack(n: &[u8; 16]) -> [u8; BLOCK] {
+    std::array::from_fn(|e| if e < 16 { n[e] & 0x0F } else { n[e - 16] >> 4 })
+}
 
 /// How far ahead of the block being multiplied the kernel reads a byte of each row, to start its
 /// fetch from memory early (256 was the best of 128–2048 in a micro-benchmark streaming
@@ -350,6 +367,11 @@ mod portable {
     }
 
     #[inline]
+    pub fn unpacked_32_widened(u: &[u8; 32], x: &Widened) -> Ints {
+        gather(std::array::from_fn(|e| (u[e] as i32 - 8) * x.0[e] as i32 + (u[16 + e] as i32 - 8) * x.0[16 + e] as i32))
+    }
+
+    #[inline]
     pub fn nibbles_32(n: &[u8], x: &[i8]) -> Ints {
         gather(std::array::from_fn(|e| ((n[e] & 0x0F) as i32 - 8) * x[e] as i32 + ((n[e] >> 4) as i32 - 8) * x[16 + e] as i32))
     }
@@ -430,9 +452,22 @@ mod lanes {
     pub fn nibbles_32_widened(n: &[u8; 16], x: &Widened) -> Ints {
         // SAFETY: n holds 16 bytes; unaligned loads are allowed.
         let packed = unsafe { v128_load(n.as_ptr() as *const v128) };
-        let lo = i8x16_sub(v128_and(packed, u8x16_splat(0x0F)), i8x16_splat(8));
-        let hi = i8x16_sub(u8x16_shr(packed, 4), i8x16_splat(8));
-        i32x4_add(dot16_widened(lo, x.0[0], x.0[1]), dot16_widened(hi, x.0[2], x.0[3]))
+        nibble_halves(v128_and(packed, u8x16_splat(0x0F)), u8x16_shr(packed, 4), x)
+    }
+
+    /// As `nibbles_32_widened`, the nibbles already unpacked (`unpack`).
+    #[inline]
+    pub fn unpacked_32_widened(u: &[u8; 32], x: &Widened) -> Ints {
+        // SAFETY: u holds 32 bytes; unaligned loads are allowed.
+        let (lo, hi) = unsafe { (v128_load(u.as_ptr() as *const v128), v128_load(u.as_ptr().add(16) as *const v128)) };
+        nibble_halves(lo, hi, x)
+    }
+
+    /// The low and high nibbles (stored + 8) of 16 bytes against the block.
+    #[inline]
+    fn nibble_halves(lo: v128, hi: v128, x: &Widened) -> Ints {
+        let eight = i8x16_splat(8);
+        i32x4_add(dot16_widened(i8x16_sub(lo, eight), x.0[0], x.0[1]), dot16_widened(i8x16_sub(hi, eight), x.0[2], x.0[3]))
     }
 }
 
@@ -515,8 +550,20 @@ mod lanes {
     pub fn nibbles_32_widened(n: &[u8; 16], x: &Widened) -> Ints {
         // SAFETY: n holds 16 bytes; unaligned loads are allowed.
         let packed = unsafe { v128_load(n.as_ptr() as *const v128) };
-        let lo = v128_and(packed, u8x16_splat(0x0F));
-        let hi = u8x16_shr(packed, 4);
+        nibble_halves(v128_and(packed, u8x16_splat(0x0F)), u8x16_shr(packed, 4), x)
+    }
+
+    /// As `nibbles_32_widened`, the nibbles already unpacked (`unpack`).
+    #[inline]
+    pub fn unpacked_32_widened(u: &[u8; 32], x: &Widened) -> Ints {
+        // SAFETY: u holds 32 bytes; unaligned loads are allowed.
+        let (lo, hi) = unsafe { (v128_load(u.as_ptr() as *const v128), v128_load(u.as_ptr().add(16) as *const v128)) };
+        nibble_halves(lo, hi, x)
+    }
+
+    /// The low and high nibbles (stored + 8, so 7-bit) of 16 bytes against the block.
+    #[inline]
+    fn nibble_halves(lo: v128, hi: v128, x: &Widened) -> Ints {
         i32x4_sub(dot(x.x[1], hi, dot(x.x[0], lo, i32x4_splat(0))), x.bias)
     }
 }
@@ -616,10 +663,24 @@ mod lanes {
         unsafe {
             let packed = _mm_loadu_si128(n.as_ptr() as *const __m128i);
             let mask = _mm_set1_epi8(0x0F);
+            nibble_halves(_mm_and_si128(packed, mask), _mm_and_si128(_mm_srli_epi16(packed, 4), mask), x)
+        }
+    }
+
+    /// As `nibbles_32_widened`, the nibbles already unpacked (`unpack`).
+    #[inline]
+    pub fn unpacked_32_widened(u: &[u8; 32], x: &Widened) -> Ints {
+        // SAFETY: u holds 32 bytes; SSE2 baseline.
+        unsafe { nibble_halves(_mm_loadu_si128(u.as_ptr() as *const __m128i), _mm_loadu_si128(u.as_ptr().add(16) as *const __m128i), x) }
+    }
+
+    /// The low and high nibbles (stored + 8) of 16 bytes against the block.
+    #[inline]
+    unsafe fn nibble_halves(lo: __m128i, hi: __m128i, x: &Widened) -> Ints {
+        // SAFETY (callers): SSE2 baseline.
+        unsafe {
             let eight = _mm_set1_epi8(8);
-            let lo = _mm_sub_epi8(_mm_and_si128(packed, mask), eight);
-            let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), eight);
-            _mm_add_epi32(dot16_widened(lo, x.0[0], x.0[1]), dot16_widened(hi, x.0[2], x.0[3]))
+            _mm_add_epi32(dot16_widened(_mm_sub_epi8(lo, eight), x.0[0], x.0[1]), dot16_widened(_mm_sub_epi8(hi, eight), x.0[2], x.0[3]))
         }
     }
 
@@ -712,6 +773,7 @@ mod tests {
         let x = super::lanes::Widened::of(&b32);
         assert_eq!(super::lanes::to_array(super::lanes::i8_32_widened(&a32, &x)), super::portable::i8_32(&a, &b));
         assert_eq!(super::lanes::to_array(super::lanes::nibbles_32_widened(&n16, &x)), super::portable::nibbles_32(&n, &b));
+        assert_eq!(super::lanes::to_array(super::lanes::unpacked_32_widened(&unpack(&n16), &x)), super::portable::nibbles_32(&n, &b), "unpacked first");
         let extremes = [-128i8; 32];
         let xe = super::lanes::Widened::of(&extremes);
         assert_eq!(super::lanes::to_array(super::lanes::i8_32_widened(&extremes, &xe)), super::portable::i8_32(&extremes, &extremes));
