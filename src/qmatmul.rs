@@ -415,13 +415,30 @@ mod wasm_acc {
         let p = f32x4_mul(d, f32x4_splat(dx));
         [f32x4_extract_lane::<0>(p), f32x4_extract_lane::<1>(p), f32x4_extract_lane::<2>(p), f32x4_extract_lane::<3>(p)]
     }
+
+    /// Q4_0 nibbles against an activation block: each wasm build's `nibble_halves` does the
+    /// arithmetic, on the bytes split here.
+    #[inline]
+    pub fn nibbles_32_widened(n: &[u8; 16], x: &super::lanes::Widened) -> Ints {
+        // SAFETY: n holds 16 bytes; unaligned loads are allowed.
+        let packed = unsafe { v128_load(n.as_ptr() as *const v128) };
+        super::lanes::nibble_halves(v128_and(packed, u8x16_splat(0x0F)), u8x16_shr(packed, 4), x)
+    }
+
+    /// As `nibbles_32_widened`, the nibbles already unpacked (`unpack`).
+    #[inline]
+    pub fn unpacked_32_widened(u: &[u8; 32], x: &super::lanes::Widened) -> Ints {
+        // SAFETY: u holds 32 bytes; unaligned loads are allowed.
+        let (lo, hi) = unsafe { (v128_load(u.as_ptr() as *const v128), v128_load(u.as_ptr().add(16) as *const v128)) };
+        super::lanes::nibble_halves(lo, hi, x)
+    }
 }
 
 #[cfg(all(target_feature = "simd128", not(target_feature = "relaxed-simd")))]
 mod lanes {
     use core::arch::wasm32::*;
 
-    pub use super::wasm_acc::{Acc, Ints, scales_times};
+    pub use super::wasm_acc::{Acc, Ints, nibbles_32_widened, scales_times, unpacked_32_widened};
 
     /// An activation block widened to int16 once, for all the weight rows that use it.
     pub struct Widened([v128; 4]);
@@ -448,24 +465,9 @@ mod lanes {
         i32x4_add(dot16_widened(a0, x.0[0], x.0[1]), dot16_widened(a1, x.0[2], x.0[3]))
     }
 
-    #[inline]
-    pub fn nibbles_32_widened(n: &[u8; 16], x: &Widened) -> Ints {
-        // SAFETY: n holds 16 bytes; unaligned loads are allowed.
-        let packed = unsafe { v128_load(n.as_ptr() as *const v128) };
-        nibble_halves(v128_and(packed, u8x16_splat(0x0F)), u8x16_shr(packed, 4), x)
-    }
-
-    /// As `nibbles_32_widened`, the nibbles already unpacked (`unpack`).
-    #[inline]
-    pub fn unpacked_32_widened(u: &[u8; 32], x: &Widened) -> Ints {
-        // SAFETY: u holds 32 bytes; unaligned loads are allowed.
-        let (lo, hi) = unsafe { (v128_load(u.as_ptr() as *const v128), v128_load(u.as_ptr().add(16) as *const v128)) };
-        nibble_halves(lo, hi, x)
-    }
-
     /// The low and high nibbles (stored + 8) of 16 bytes against the block.
     #[inline]
-    fn nibble_halves(lo: v128, hi: v128, x: &Widened) -> Ints {
+    pub(super) fn nibble_halves(lo: v128, hi: v128, x: &Widened) -> Ints {
         let eight = i8x16_splat(8);
         i32x4_add(dot16_widened(i8x16_sub(lo, eight), x.0[0], x.0[1]), dot16_widened(i8x16_sub(hi, eight), x.0[2], x.0[3]))
     }
@@ -489,7 +491,7 @@ mod lanes {
 mod lanes {
     use core::arch::wasm32::*;
 
-    pub use super::wasm_acc::{Acc, Ints, scales_times};
+    pub use super::wasm_acc::{Acc, Ints, nibbles_32_widened, scales_times, unpacked_32_widened};
 
     /// GGML's order of 16 elements → lane order (each lane's four elements adjacent).
     #[inline]
@@ -546,24 +548,9 @@ mod lanes {
         i32x4_sub(pos, neg)
     }
 
-    #[inline]
-    pub fn nibbles_32_widened(n: &[u8; 16], x: &Widened) -> Ints {
-        // SAFETY: n holds 16 bytes; unaligned loads are allowed.
-        let packed = unsafe { v128_load(n.as_ptr() as *const v128) };
-        nibble_halves(v128_and(packed, u8x16_splat(0x0F)), u8x16_shr(packed, 4), x)
-    }
-
-    /// As `nibbles_32_widened`, the nibbles already unpacked (`unpack`).
-    #[inline]
-    pub fn unpacked_32_widened(u: &[u8; 32], x: &Widened) -> Ints {
-        // SAFETY: u holds 32 bytes; unaligned loads are allowed.
-        let (lo, hi) = unsafe { (v128_load(u.as_ptr() as *const v128), v128_load(u.as_ptr().add(16) as *const v128)) };
-        nibble_halves(lo, hi, x)
-    }
-
     /// The low and high nibbles (stored + 8, so 7-bit) of 16 bytes against the block.
     #[inline]
-    fn nibble_halves(lo: v128, hi: v128, x: &Widened) -> Ints {
+    pub(super) fn nibble_halves(lo: v128, hi: v128, x: &Widened) -> Ints {
         i32x4_sub(dot(x.x[1], hi, dot(x.x[0], lo, i32x4_splat(0))), x.bias)
     }
 }
