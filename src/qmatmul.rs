@@ -109,44 +109,48 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
                 &padded
             }
         };
-        // One activation row uses each scale once: converted in the loop. Many reuse them:
-        // converted once (converted in the loop for a 256-token prefill, it lost 7%).
-        let converted: Vec<[f32; ROWS]>;
-        let group_scales = match m {
-            1 => GroupScales::F16(group_scales),
-            _ => {
-                converted = group_scales.iter().map(|h| lanes::scales_times(h, 1.0)).collect();
-                GroupScales::F32(&converted)
+        let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
+        // `unpacked`: for Q4_0 with many activation rows, the group's nibbles unpacked once (the
+        // unpacking read the weights from memory, so the loop need not read ahead).
+        let run = |group_scales: GroupScales, unpacked: &[[u8; BLOCK]], dst: &mut dyn FnMut(usize, usize, &[f32])| {
+            for i in 0..m {
+                let xs = &x.scales[i * blocks..(i + 1) * blocks];
+                let xq = &x.quants[i * cols..(i + 1) * cols];
+                // The group's weights come from memory for the first activation row only.
+                let fetch = i == 0;
+                let sums = match w {
+                    QWeights::Q8_0 { quants, .. } => {
+                        let w = group.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
+                        dot(group_scales, w, cols, xs, xq, fetch, lanes::i8_32_widened)
+                    }
+                    QWeights::Q4_0 { .. } if !unpacked.is_empty() => {
+                        let w: [&[[u8; BLOCK]]; ROWS] = std::array::from_fn(|k| &unpacked[k * blocks..(k + 1) * blocks]);
+                        dot(group_scales, w, cols, xs, xq, false, lanes::unpacked_32_widened)
+                    }
+                    QWeights::Q4_0 { nibbles, .. } => {
+                        let w = group.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
+                        dot(group_scales, w, cols, xs, xq, fetch, lanes::nibbles_32_widened)
+                    }
+                };
+                dst(i, r0, &sums[..n]);
             }
         };
-        let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
-        // Q4_0 nibbles unpacked once when many activation rows reuse them (the unpacking read the
-        // weights from memory, so the loop need not read ahead).
-        let unpacked: Vec<[u8; BLOCK]> = match w {
-            QWeights::Q4_0 { nibbles, .. } if m > 1 => group.iter().flat_map(|&r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0.iter().map(unpack)).collect(),
-            _ => Vec::new(),
-        };
-        for i in 0..m {
-            let xs = &x.scales[i * blocks..(i + 1) * blocks];
-            let xq = &x.quants[i * cols..(i + 1) * cols];
-            // The group's weights come from memory for the first activation row only.
-            let fetch = i == 0;
-            let sums = match w {
-                QWeights::Q8_0 { quants, .. } => {
-                    let w = group.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
-                    dot(group_scales, w, cols, xs, xq, fetch, lanes::i8_32_widened)
-                }
-                QWeights::Q4_0 { .. } if m > 1 => {
-                    let w: [&[[u8; BLOCK]]; ROWS] = std::array::from_fn(|k| &unpacked[k * blocks..(k + 1) * blocks]);
-                    dot(group_scales, w, cols, xs, xq, false, lanes::unpacked_32_widened)
-                }
-                QWeights::Q4_0 { nibbles, .. } => {
-                    let w = group.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
-                    dot(group_scales, w, cols, xs, xq, fetch, lanes::nibbles_32_widened)
-                }
-            };
-            dst(i, r0, &sums[..n]);
+        // One activation row uses each scale once: converted in the loop. Many reuse them:
+        // converted once (converted in the loop for a 256-token prefill, it lost 7%), into
+        // buffers this thread keeps (allocated per group, a short prompt's prefill on two threads
+        // lost a third to the allocator).
+        if m == 1 {
+            return run(GroupScales::F16(group_scales), &[], dst);
         }
+        PREFILL_SCRATCH.with_borrow_mut(|(converted, unpacked)| {
+            converted.clear();
+            converted.extend(group_scales.iter().map(|h| lanes::scales_times(h, 1.0)));
+            unpacked.clear();
+            if let QWeights::Q4_0 { nibbles, .. } = w {
+                unpacked.extend(group.iter().flat_map(|&r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0.iter().map(unpack)));
+            }
+            run(GroupScales::F32(converted), unpacked, dst);
+        });
     };
     run_rows(rows, m, cols, out, &group_job);
 }
@@ -154,11 +158,22 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
 /// Weight rows computed together by one call of the dot products.
 const ROWS: usize = 4;
 
+thread_local! {
+    /// A row group's scales as f32 and (Q4_0) its unpacked nibbles, for a product with many
+    /// activation rows (see `matmul`).
+    static PREFILL_SCRATCH: std::cell::RefCell<(Vec<[f32; ROWS]>, Vec<[u8; BLOCK]>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// A Q4_0 block's nibbles as they are stored (element + 8), one a byte: elements 0..16 from the
 /// low nibbles, 16..32 from the high ones (in the kernel's order, as the nibble bytes were).
 #[inline]
 fn unpack(n: &[u8; 16]) -> [u8; BLOCK] {
-    std::array::from_fn(|e| if e < 16 { n[e] & 0x0F } else { n[e - 16] >> 4 })
+    let mut out = [0u8; BLOCK];
+    for (j, &b) in n.iter().enumerate() {
+        out[j] = b & 0x0F;
+        out[16 + j] = b >> 4;
+    }
+    out
 }
 
 /// How far ahead of the block being multiplied the kernel reads a byte of each row, to start its
