@@ -14,8 +14,9 @@
 //! nibble), each stored +8. Block scales stay the file's f16, interleaved by row group
 //! (`scale_index`). Wasm has no f16 instructions, so a decode step converts a block's four scales
 //! with one short run of integer SIMD (`scales_times`), exactly; a prefill converts a group's
-//! scales once for all its prompt rows. Held as f32 instead, the scales took a fifth of a q4_0
-//! model's memory more, and decode and prefill were no faster (A/B in Chromium, PERFORMANCE.md).
+//! scales once for all its prompt rows. Held as f32 instead, the scales took 13 MiB more (a fifth
+//! of a q4_0 file's size), and decode and prefill were no faster (A/B in Chromium,
+//! PERFORMANCE.md).
 //!
 //! Memory: a decode step reads every weight once, and the kernel waits on memory more than it
 //! computes (in Chromium on the development VM, a 1536 × 576 Q8_0 product ran at 18 GMAC/s from
