@@ -34,6 +34,9 @@ pub struct QActivations {
     pub cols: usize,
     pub scales: Vec<f32>, // (rows, cols/32)
     pub quants: Vec<i8>,  // (rows, cols)
+    /// One row (a decode step) prepared once for the kernel, block by block: every row group of
+    /// every product of this input uses it (empty for many rows).
+    widened: Vec<lanes::Widened>,
 }
 
 impl QActivations {
@@ -53,6 +56,10 @@ impl QActivations {
                 *q = (v * id).round() as i8;
             }
             *d_out = d;
+        }
+        self.widened.clear();
+        if rows == 1 {
+            self.widened.extend(self.quants.as_chunks::<BLOCK>().0.iter().map(lanes::Widened::of));
         }
     }
 }
@@ -116,21 +123,21 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
         let run = |group_scales: GroupScales, unpacked: &[[u8; BLOCK]], dst: &mut dyn FnMut(usize, usize, &[f32])| {
             for i in 0..m {
                 let xs = &x.scales[i * blocks..(i + 1) * blocks];
-                let xq = &x.quants[i * cols..(i + 1) * cols];
+                let xq = &x.quants[i * cols..(i + 1) * cols].as_chunks::<BLOCK>().0[..blocks];
                 // The group's weights come from memory for the first activation row only.
                 let fetch = i == 0;
                 let sums = match w {
                     QWeights::Q8_0 { quants, .. } => {
                         let w = group.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
-                        dot(group_scales, w, cols, xs, xq, fetch, lanes::i8_32_widened)
+                        dot(group_scales, w, cols, xs, xq, &x.widened, fetch, lanes::i8_32_widened)
                     }
                     QWeights::Q4_0 { .. } if !unpacked.is_empty() => {
                         let w: [&[[u8; BLOCK]]; ROWS] = std::array::from_fn(|k| &unpacked[k * blocks..(k + 1) * blocks]);
-                        dot(group_scales, w, cols, xs, xq, false, lanes::unpacked_32_widened)
+                        dot(group_scales, w, cols, xs, xq, &x.widened, false, lanes::unpacked_32_widened)
                     }
                     QWeights::Q4_0 { nibbles, .. } => {
                         let w = group.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
-                        dot(group_scales, w, cols, xs, xq, fetch, lanes::nibbles_32_widened)
+                        dot(group_scales, w, cols, xs, xq, &x.widened, fetch, lanes::nibbles_32_widened)
                     }
                 };
                 dst(i, r0, &sums[..n]);
@@ -274,24 +281,27 @@ enum GroupScales<'a> {
     F32(&'a [[f32; ROWS]]),
 }
 
-/// Four weight rows (their blocks as `block` reads them) against one activation row; `fetch`:
-/// the rows are not in cache yet.
+/// Four weight rows (their blocks as `block` reads them) against one activation row (`xq`, or
+/// `widened` when prepared already); `fetch`: the rows are not in cache yet.
 #[inline]
-fn dot<W>(scales: GroupScales, w: [&[W]; ROWS], cols: usize, xs: &[f32], xq: &[i8], fetch: bool, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+#[allow(clippy::too_many_arguments)]
+fn dot<W>(scales: GroupScales, w: [&[W]; ROWS], cols: usize, xs: &[f32], xq: &[[i8; BLOCK]], widened: &[lanes::Widened], fetch: bool, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
     let blocks = cols / BLOCK;
+    let xs = &xs[..blocks];
     match (scales, fetch) {
-        // Scales as stored come with one activation row, whose weights are never in cache.
+        // Scales as stored come with one activation row, prepared already, whose weights are
+        // never in cache.
         (GroupScales::F16(h), _) => {
-            let h = &h[..blocks];
-            dot_rows::<_, true>(|b, dx| lanes::scales_times(&h[b], dx), w, cols, xs, xq, block)
+            let (h, widened) = (&h[..blocks], &widened[..blocks]);
+            dot_rows::<_, true>(|b| (lanes::scales_times(&h[b], xs[b]), widened[b]), w, blocks, block)
         }
         (GroupScales::F32(f), true) => {
-            let f = &f[..blocks];
-            dot_rows::<_, true>(|b, dx| f[b].map(|d| d * dx), w, cols, xs, xq, block)
+            let (f, xq) = (&f[..blocks], &xq[..blocks]);
+            dot_rows::<_, true>(|b| (f[b].map(|d| d * xs[b]), lanes::Widened::of(&xq[b])), w, blocks, block)
         }
         (GroupScales::F32(f), false) => {
-            let f = &f[..blocks];
-            dot_rows::<_, false>(|b, dx| f[b].map(|d| d * dx), w, cols, xs, xq, block)
+            let (f, xq) = (&f[..blocks], &xq[..blocks]);
+            dot_rows::<_, false>(|b| (f[b].map(|d| d * xs[b]), lanes::Widened::of(&xq[b])), w, blocks, block)
         }
     }
 }
@@ -299,22 +309,18 @@ fn dot<W>(scales: GroupScales, w: [&[W]; ROWS], cols: usize, xs: &[f32], xq: &[i
 /// The loop both dot products share, written out for exactly four rows: with the rows in an
 /// array indexed by a loop counter, LLVM kept the four accumulators in memory and bounds-checked
 /// every access; as four named locals over slices of proven length, they stay in registers.
-/// `FETCH`: read ahead in the rows (they are not in cache yet). A constant, so that the loop
-/// without it has no test in it: as a run-time flag it cost prefill about 5%.
+/// `x(b)`: block b's d_w · d_x for each row, and the activation block. `FETCH`: read ahead in the
+/// rows (they are not in cache yet). A constant, so that the loop without it has no test in it:
+/// as a run-time flag it cost prefill about 5%.
 #[inline(always)]
-fn dot_rows<W, const FETCH: bool>(scales: impl Fn(usize, f32) -> [f32; ROWS], w: [&[W]; ROWS], cols: usize, xs: &[f32], xq: &[i8], block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
-    let blocks = cols / BLOCK;
-    let x = &xq.as_chunks::<BLOCK>().0[..blocks];
-    let xs = &xs[..blocks];
+fn dot_rows<W, const FETCH: bool>(x: impl Fn(usize) -> ([f32; ROWS], lanes::Widened), w: [&[W]; ROWS], blocks: usize, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
     let [w0, w1, w2, w3] = w.map(|w| &w[..blocks]);
     let (mut a0, mut a1, mut a2, mut a3) = (lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default());
     for b in 0..blocks {
         if FETCH {
             [w0, w1, w2, w3].iter().for_each(|w| read_ahead(w, b));
         }
-        let xw = lanes::Widened::of(&x[b]);
-        // Each row's d_w · d_x.
-        let d = scales(b, xs[b]);
+        let (d, xw) = x(b);
         a0.add(block(&w0[b], &xw), d[0]);
         a1.add(block(&w1[b], &xw), d[1]);
         a2.add(block(&w2[b], &xw), d[2]);
@@ -363,6 +369,7 @@ mod portable {
     }
 
     /// An activation block prepared once for several weight rows (here: as it is).
+    #[derive(Clone, Copy)]
     pub struct Widened([i8; 32]);
 
     impl Widened {
@@ -457,6 +464,7 @@ mod lanes {
     pub use super::wasm_acc::{Acc, Ints, nibbles_32_widened, scales_times, unpacked_32_widened};
 
     /// An activation block widened to int16 once, for all the weight rows that use it.
+    #[derive(Clone, Copy)]
     pub struct Widened([v128; 4]);
 
     impl Widened {
@@ -527,6 +535,7 @@ mod lanes {
     }
 
     /// An activation block prepared once for all the weight rows that use it.
+    #[derive(Clone, Copy)]
     pub struct Widened {
         /// The 32 activations in lane order, as two halves.
         x: [v128; 2],
@@ -627,6 +636,7 @@ mod lanes {
     }
 
     /// An activation block widened to int16 once, for all the weight rows that use it.
+    #[derive(Clone, Copy)]
     pub struct Widened([__m128i; 4]);
 
     impl Widened {
