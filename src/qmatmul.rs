@@ -207,7 +207,7 @@ type RowJob<'a> = dyn Fn(usize, usize, &mut dyn FnMut(usize, usize, &[f32])) + S
 
 /// Weight rows per part of a product handed to a thread (see `team`). Rows are split, never the
 /// sum inside a row, so every thread count computes the same bits.
-const ROWS_PER_PART: usize = 64;
+const ROWS_PER_PART: usize = 32;
 
 /// Runs `job` over every row group, spread over the pass's team of threads.
 fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: &RowJob) {
@@ -808,18 +808,18 @@ mod tests {
         let q4 = |g: [usize; ROWS]| g.map(|r| bytes[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
         let as_f32 = |h: &[[[u8; 2]; ROWS]]| -> Vec<[f32; ROWS]> { h.iter().map(|h| h.map(f16_to_f32)).collect() };
         let (group_f32, one_f32) = (as_f32(&group_scales), |r| as_f32(&one(r)));
-        let (xs, xq) = (&x.scales[..], &x.quants[..]);
+        let (xs, xq, widened) = (&x.scales[..], x.quants.as_chunks::<BLOCK>().0, &x.widened[..]);
         // Scales as stored (one activation row) and converted first (many), reading ahead or not.
         fn pick<'a>(stored: bool, h: &'a [[[u8; 2]; ROWS]], f: &'a [[f32; ROWS]]) -> GroupScales<'a> {
             if stored { GroupScales::F16(h) } else { GroupScales::F32(f) }
         }
         for (stored, fetch) in [(true, true), (false, true), (false, false)] {
             let name = if stored { "as stored" } else { "converted" };
-            let group = dot(pick(stored, &group_scales, &group_f32), q8([4, 5, 6, 7]), cols, xs, xq, fetch, lanes::i8_32_widened);
-            let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q8([r; ROWS]), cols, xs, xq, fetch, lanes::i8_32_widened)[0]).collect();
+            let group = dot(pick(stored, &group_scales, &group_f32), q8([4, 5, 6, 7]), cols, xs, xq, widened, fetch, lanes::i8_32_widened);
+            let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q8([r; ROWS]), cols, xs, xq, widened, fetch, lanes::i8_32_widened)[0]).collect();
             assert_eq!(group.to_vec(), alone, "Q8_0, scales {name}, fetch {fetch}");
-            let group = dot(pick(stored, &group_scales, &group_f32), q4([4, 5, 6, 7]), cols, xs, xq, fetch, lanes::nibbles_32_widened);
-            let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q4([r; ROWS]), cols, xs, xq, fetch, lanes::nibbles_32_widened)[0]).collect();
+            let group = dot(pick(stored, &group_scales, &group_f32), q4([4, 5, 6, 7]), cols, xs, xq, widened, fetch, lanes::nibbles_32_widened);
+            let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q4([r; ROWS]), cols, xs, xq, widened, fetch, lanes::nibbles_32_widened)[0]).collect();
             assert_eq!(group.to_vec(), alone, "Q4_0, scales {name}, fetch {fetch}");
         }
     }
