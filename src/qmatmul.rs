@@ -49,11 +49,10 @@ impl QActivations {
         self.scales.resize(rows * cols / BLOCK, 0.0);
         self.quants.resize(rows * cols, 0);
         for ((xb, qb), d_out) in x.chunks_exact(BLOCK).zip(self.quants.chunks_exact_mut(BLOCK)).zip(self.scales.iter_mut()) {
-            let amax = crate::attention::max(0.0, xb.iter().map(|v| v.abs()));
-            let d = amax / 127.0;
+            let d = abs_max(xb.as_chunks::<4>().0) / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             for (q, &v) in qb.iter_mut().zip(xb) {
-                *q = (v * id).round() as i8;
+                *q = round_half_away(v * id);
             }
             *d_out = d;
         }
@@ -62,6 +61,31 @@ impl QActivations {
             self.widened.extend(self.quants.as_chunks::<BLOCK>().0.iter().map(lanes::Widened::of));
         }
     }
+}
+
+/// max |x| (NaN ignored), in four lanes so the compiler can keep them in one SIMD register (a
+/// maximum is the same in any order).
+#[inline]
+fn abs_max(x: &[[f32; 4]]) -> f32 {
+    let mut m = [0f32; 4];
+    for c in x {
+        for k in 0..4 {
+            let a = c[k].abs();
+            m[k] = if a > m[k] { a } else { m[k] };
+        }
+    }
+    crate::attention::max(0.0, m)
+}
+
+/// `r.round() as i8` (halves away from zero, saturating; NaN → 0) without a call to `roundf` per
+/// element, which wasm has no instruction for: r's integer part and the remainder are exact, and
+/// the remainder says whether to round away.
+#[inline]
+fn round_half_away(r: f32) -> i8 {
+    let r = r.clamp(-1e6, 1e6);
+    let t = r as i32;
+    let rest = r - t as f32;
+    (t + (rest >= 0.5) as i32 - (rest <= -0.5) as i32).clamp(-128, 127) as i8
 }
 
 /// The weight side, borrowed from wherever the matrix lives: `rows` rows of `cols` values in
@@ -821,6 +845,17 @@ mod tests {
             let group = dot(pick(stored, &group_scales, &group_f32), q4([4, 5, 6, 7]), cols, xs, xq, widened, fetch, lanes::nibbles_32_widened);
             let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q4([r; ROWS]), cols, xs, xq, widened, fetch, lanes::nibbles_32_widened)[0]).collect();
             assert_eq!(group.to_vec(), alone, "Q4_0, scales {name}, fetch {fetch}");
+        }
+    }
+
+    #[test]
+    fn activations_round_half_away_from_zero_as_f32_round_does() {
+        let halves = (-260..=260).map(|h| h as f32 / 2.0);
+        let near_halves = halves.clone().flat_map(|h: f32| [f32::from_bits(h.to_bits() - 1), f32::from_bits(h.to_bits() + 1)]);
+        let grid = (-140 * 1024..=140 * 1024).map(|i| i as f32 / 1024.0);
+        let odd = [0.0, -0.0, 0.49999997, -0.49999997, 1e-40, 3e9, -3e9, f32::MAX, f32::MIN, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        for r in halves.chain(near_halves).chain(grid).chain(odd) {
+            assert_eq!(round_half_away(r), r.round() as i8, "{r:e}");
         }
     }
 
