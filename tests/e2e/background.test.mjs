@@ -96,18 +96,16 @@ async function checkPageOnReturn(page) {
   assert.deepEqual(again.ids, foreground.ids);
 }
 
-test('a generation in a hidden tab goes on at full speed and gives the foreground’s text, and the page is right on return', SLOW, async () => {
+test('a generation in a hidden tab goes on and gives the foreground’s text, and the page is right on return', SLOW, async () => {
   const page = h.page;
   await startRun(page);
   const other = await hide(page);
   await finishHiddenAndReturn(page, other);
 
   const { hidden } = await checkTokenStream(page);
+  // The worker is not throttled with its page: most of the run happens while the tab is hidden.
+  // (How fast is measured by the bench, not asserted here.)
   assert.ok(hidden >= RUN.maxTokens / 2, `most tokens were generated while hidden (${hidden} of ${RUN.maxTokens})`);
-  // The worker is not throttled with its page: the rate is of the foreground's order (generous
-  // bounds: two cores shared with the browser).
-  const rate = Number((await screen(page)).rate.split(' ')[0]);
-  assert.ok(rate > foreground.stats.decode_tok_s / 4, `${rate} tok/s hidden, ${foreground.stats.decode_tok_s.toFixed(1)} in front`);
   await checkPageOnReturn(page);
 });
 
