@@ -199,11 +199,7 @@ impl Engine {
         self.model
             .logit_lens(|layer, logits| {
                 let probs = crate::sampler::softmax(logits, 1.0);
-                let mut order: Vec<usize> = (0..logits.len()).collect();
-                order.select_nth_unstable_by(k, |&a, &b| logits[b].total_cmp(&logits[a]));
-                let mut top: Vec<usize> = order[..k].to_vec();
-                top.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-                let top: Vec<_> = top.iter().map(|&i| serde_json::json!({ "id": i, "label": self.tokenizer.label(i as u32), "prob": probs[i] })).collect();
+                let top: Vec<_> = crate::sampler::top_k(logits, k).iter().map(|&i| serde_json::json!({ "id": i, "label": self.tokenizer.label(i as u32), "prob": probs[i] })).collect();
                 layers.push(serde_json::json!({ "layer": layer, "top": top }));
             })
             .ok_or_else(|| js_err("the logit lens needs a sequence: generate first"))?;
