@@ -21,7 +21,7 @@ use crate::capture::AttentionCapture;
 use crate::qmatmul::QActivations;
 use crate::team::{self, Disjoint};
 use crate::config::Config;
-use crate::weights::Weights;
+use crate::weights::{QMatrix, Weights};
 
 /// Prompts are processed this many tokens at a time: big enough that each weight block is
 /// reused across many rows (candle tiles rows in its quantized matmul), small enough that the
@@ -276,9 +276,8 @@ impl Transformer {
             // ---- attention sublayer: x = x + W_o · Attention(RMSNorm(x)) ----
             rmsnorm_rows(&mut s.xb[..t * d], &s.x[..t * d], &block.attn_norm, c.rms_norm_eps);
             s.xq.quantize(&s.xb[..t * d], t, d);
-            block.wq.matmul_q(&s.xq, &mut s.q); //                                (t, h·hd)
-            block.wk.matmul_q(&s.xq, &mut s.k); //                                (t, kvh·hd)
-            block.wv.matmul_q(&s.xq, &mut s.v); //                                (t, kvh·hd)
+            // q = h·W_qᵀ (t, h·hd), k = h·W_kᵀ and v = h·W_vᵀ (t, kvh·hd): one job for the team
+            QMatrix::matmuls_q(&s.xq, [(&block.wq, &mut s.q), (&block.wk, &mut s.k), (&block.wv, &mut s.v)]);
             for i in 0..t {
                 self.rope.rotate(&mut s.q[i * qd..(i + 1) * qd], p0 + i);
                 self.rope.rotate(&mut s.k[i * kvd..(i + 1) * kvd], p0 + i);
@@ -320,8 +319,7 @@ impl Transformer {
             // ---- MLP sublayer: x = x + W_down · (silu(W_gate · h) ⊙ W_up · h), h = RMSNorm(x) ----
             rmsnorm_rows(&mut s.xb[..t * d], &s.x[..t * d], &block.mlp_norm, c.rms_norm_eps);
             s.xq.quantize(&s.xb[..t * d], t, d);
-            block.w_gate.matmul_q(&s.xq, &mut s.gate); //                         (t, f)
-            block.w_up.matmul_q(&s.xq, &mut s.up); //                             (t, f)
+            QMatrix::matmuls_q(&s.xq, [(&block.w_gate, &mut s.gate), (&block.w_up, &mut s.up)]); // (t, f) each
             for (g, u) in s.gate[..t * f].iter_mut().zip(&s.up[..t * f]) {
                 *g = silu(*g) * u;
             }

@@ -121,14 +121,51 @@ pub fn scale_index(rows: usize, blocks: usize, r: usize, b: usize) -> usize {
 
 /// out (m × rows) = x (m × cols) · Wᵀ.
 pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut [f32]) {
+    matmuls([Product { w, rows, out }], cols, x);
+}
+
+/// One of the products `matmuls` computes: out (m × rows) = x · Wᵀ.
+pub struct Product<'a> {
+    pub w: QWeights<'a>,
+    pub rows: usize,
+    pub out: &'a mut [f32],
+}
+
+/// Several products of the same input (say h · W_qᵀ, h · W_kᵀ, h · W_vᵀ) as one job for the pass's
+/// team: their row parts are shared out together, so the threads wait for each other once for
+/// all of them, not once each.
+pub fn matmuls<const N: usize>(products: [Product; N], cols: usize, x: &QActivations) {
     assert_eq!(x.cols, cols, "matmul: activation width does not match the weights");
     let m = x.rows;
-    let out = &mut out[..m * rows];
-    let blocks = cols / BLOCK;
-    // Weight rows in groups of ROWS against every activation row: a group's rows are read from
-    // memory once per call (what makes a prefill of many tokens cheaper per token than single
-    // steps), and each activation block is widened once for the whole group.
-    let group_job = |r0: usize, n: usize, dst: &mut dyn FnMut(usize, usize, &[f32])| {
+    let jobs = products.map(|Product { w, rows, out }| (group_job(w, cols, x), rows, crate::team::Disjoint::new(out.split_at_mut(m * rows).0)));
+    let parts = jobs.each_ref().map(|(_, rows, _)| rows.div_ceil(ROWS_PER_PART));
+    let work = m * cols * jobs.iter().map(|(_, rows, _)| rows).sum::<usize>();
+    crate::team::for_each_part(parts.iter().sum(), work, &|part| {
+        let (mut p, mut part) = (0, part);
+        while part >= parts[p] {
+            part -= parts[p];
+            p += 1;
+        }
+        let (job, rows, out) = &jobs[p];
+        let (r0, r1) = (part * ROWS_PER_PART, ((part + 1) * ROWS_PER_PART).min(*rows));
+        for g in (r0..r1).step_by(ROWS) {
+            // SAFETY: this part alone writes the columns r0..r1 of its product's `out` (m × rows).
+            job(g, ROWS.min(r1 - g), &mut |i, r, v| unsafe { out.part(i * rows + r, v.len()).copy_from_slice(v) });
+        }
+    });
+}
+
+/// Where a row group's values go: `dst(activation row, first weight row, values)`.
+type Values<'a> = dyn FnMut(usize, usize, &[f32]) + 'a;
+
+/// Weight rows in groups of ROWS against every activation row: `job(r0, n, dst)` computes rows
+/// r0..r0+n (n ≤ ROWS) and hands their values to `dst(activation row, first weight row, values)`,
+/// one call per activation row. A group's rows are read from memory once per call (what makes a
+/// prefill of many tokens cheaper per token than single steps), and each activation block is
+/// widened once for the whole group.
+fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(usize, usize, &mut Values) + Sync + 'a {
+    let (m, blocks) = (x.rows, cols / BLOCK);
+    move |r0: usize, n: usize, dst: &mut Values| {
         let (QWeights::Q8_0 { scales, .. } | QWeights::Q4_0 { scales, .. }) = w;
         let scales = &scales[r0 * blocks..(r0 + n) * blocks];
         // A short last group repeats its last row (and its scales); the repeats are computed and
@@ -144,7 +181,7 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
         let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
         // `unpacked`: for Q4_0 with many activation rows, the group's nibbles unpacked once (the
         // unpacking read the weights from memory, so the loop need not read ahead).
-        let run = |group_scales: GroupScales, unpacked: &[[u8; BLOCK]], dst: &mut dyn FnMut(usize, usize, &[f32])| {
+        let run = |group_scales: GroupScales, unpacked: &[[u8; BLOCK]], dst: &mut Values| {
             for i in 0..m {
                 let xs = &x.scales[i * blocks..(i + 1) * blocks];
                 let xq = &x.quants[i * cols..(i + 1) * cols].as_chunks::<BLOCK>().0[..blocks];
@@ -183,8 +220,7 @@ pub fn matmul(w: QWeights, rows: usize, cols: usize, x: &QActivations, out: &mut
             }
             run(GroupScales::F32(converted), unpacked, dst);
         });
-    };
-    run_rows(rows, m, cols, out, &group_job);
+    }
 }
 
 /// Weight rows computed together by one call of the dot products.
@@ -224,26 +260,9 @@ fn read_ahead<W>(row: &[W], b: usize) {
     unsafe { std::ptr::read_volatile((row.as_ptr() as *const u8).add(at)) };
 }
 
-/// `job(r0, n, dst)` computes weight rows r0..r0+n (n ≤ ROWS) and hands their values to
-/// `dst(activation row, first weight row, values)`, one call per activation row; `out` is
-/// (m, rows).
-type RowJob<'a> = dyn Fn(usize, usize, &mut dyn FnMut(usize, usize, &[f32])) + Sync + 'a;
-
 /// Weight rows per part of a product handed to a thread (see `team`). Rows are split, never the
 /// sum inside a row, so every thread count computes the same bits.
 const ROWS_PER_PART: usize = 32;
-
-/// Runs `job` over every row group, spread over the pass's team of threads.
-fn run_rows(rows: usize, m: usize, cols: usize, out: &mut [f32], job: &RowJob) {
-    let out = crate::team::Disjoint::new(out);
-    crate::team::for_each_part(rows.div_ceil(ROWS_PER_PART), m * rows * cols, &|part| {
-        let (r0, r1) = (part * ROWS_PER_PART, ((part + 1) * ROWS_PER_PART).min(rows));
-        for g in (r0..r1).step_by(ROWS) {
-            // SAFETY: this part alone writes the columns r0..r1 of `out` (m × rows).
-            job(g, ROWS.min(r1 - g), &mut |i, r, v| unsafe { out.part(i * rows + r, v.len()).copy_from_slice(v) });
-        }
-    });
-}
 
 /// Whether quants are stored in lane order (the relaxed-SIMD kernel; see its `lanes`) rather than
 /// GGML's. Every 16-byte run of quants (half a Q8_0 block, or a Q4_0 block's nibble bytes, whose

@@ -140,6 +140,13 @@ impl QMatrix {
         qmatmul::matmul(self.view(), self.rows, self.cols, x, out);
     }
 
+    /// Each out = x · Wᵀ for its W, as one job for the pass's threads (`qmatmul::matmuls`).
+    pub fn matmuls_q<const N: usize>(x: &QActivations, products: [(&QMatrix, &mut [f32]); N]) {
+        let cols = x.cols;
+        assert!(products.iter().all(|(w, _)| w.cols == cols), "matmuls_q: the products' widths differ from the input's");
+        qmatmul::matmuls(products.map(|(w, out)| qmatmul::Product { w: w.view(), rows: w.rows, out }), cols, x);
+    }
+
     /// Dequantizes one row (an embedding lookup) into `out` (cols).
     pub fn row(&self, row: usize, out: &mut [f32]) {
         let per_row = self.cols / 32;
