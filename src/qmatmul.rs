@@ -179,26 +179,23 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
             }
         };
         let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
-        // `unpacked`: for Q4_0 with many activation rows, the group's nibbles unpacked once (the
-        // unpacking read the weights from memory, so the loop need not read ahead).
-        let run = |group_scales: GroupScales, unpacked: &[[u8; BLOCK]], dst: &mut Values| {
+        // `row(i)`: activation row i as the dot products take it. `unpacked`: for Q4_0 with many
+        // activation rows, the group's nibbles unpacked once.
+        let run = |row: &RowOf<'_>, unpacked: &[[u8; BLOCK]], dst: &mut Values| {
             for i in 0..m {
                 let xs = &x.scales[i * blocks..(i + 1) * blocks];
-                let xq = &x.quants[i * cols..(i + 1) * cols].as_chunks::<BLOCK>().0[..blocks];
-                // The group's weights come from memory for the first activation row only.
-                let fetch = i == 0;
                 let sums = match w {
                     QWeights::Q8_0 { quants, .. } => {
                         let w = group.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
-                        dot(group_scales, w, cols, xs, xq, &x.widened, fetch, lanes::i8_32_widened)
+                        dot(row(i), xs, w, lanes::i8_32_widened)
                     }
                     QWeights::Q4_0 { .. } if !unpacked.is_empty() => {
                         let w: [&[[u8; BLOCK]]; ROWS] = std::array::from_fn(|k| &unpacked[k * blocks..(k + 1) * blocks]);
-                        dot(group_scales, w, cols, xs, xq, &x.widened, false, lanes::unpacked_32_widened)
+                        dot(row(i), xs, w, lanes::unpacked_32_widened)
                     }
                     QWeights::Q4_0 { nibbles, .. } => {
                         let w = group.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
-                        dot(group_scales, w, cols, xs, xq, &x.widened, fetch, lanes::nibbles_32_widened)
+                        dot(row(i), xs, w, lanes::nibbles_32_widened)
                     }
                 };
                 dst(i, r0, &sums[..n]);
@@ -209,7 +206,7 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
         // buffers this thread keeps (allocated per group, a short prompt's prefill on two threads
         // lost a third to the allocator).
         if m == 1 {
-            return run(GroupScales::F16(group_scales), &[], dst);
+            return run(&|_| Row::Decode { scales: group_scales, x: &x.widened }, &[], dst);
         }
         PREFILL_SCRATCH.with_borrow_mut(|(converted, unpacked)| {
             converted.clear();
@@ -218,7 +215,11 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
             if let QWeights::Q4_0 { nibbles, .. } = w {
                 unpacked.extend(group.iter().flat_map(|&r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0.iter().map(unpack)));
             }
-            run(GroupScales::F32(converted), unpacked, dst);
+            // The group's weights come from memory for the first activation row only, unless
+            // unpacking them has read them already.
+            let fetch = unpacked.is_empty();
+            let row = |i: usize| Row::Prefill { scales: converted, x: &x.quants[i * cols..(i + 1) * cols].as_chunks::<BLOCK>().0[..blocks], fetch: fetch && i == 0 };
+            run(&row, unpacked, dst);
         });
     }
 }
@@ -228,7 +229,7 @@ const ROWS: usize = 4;
 
 thread_local! {
     /// A row group's scales as f32 and (Q4_0) its unpacked nibbles, for a product with many
-    /// activation rows (see `matmul`).
+    /// activation rows (see `group_job`).
     static PREFILL_SCRATCH: std::cell::RefCell<(Vec<[f32; ROWS]>, Vec<[u8; BLOCK]>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -315,36 +316,35 @@ fn rearrange(quants: &mut [u8], to_lanes: bool) {
 // follow this one order, so every build gives identical bits, and no SIMD build reduces across
 // lanes inside the loop.
 
-/// A row group's block scales, block by block, a lane per row.
+/// One activation row as the dot products take it, with the row group's block scales (block by
+/// block, a lane per row).
 #[derive(Clone, Copy)]
-enum GroupScales<'a> {
-    /// As stored: f16, converted as they are used.
-    F16(&'a [[[u8; 2]; ROWS]]),
-    /// Converted to f32 once, for many activation rows.
-    F32(&'a [[f32; ROWS]]),
+enum Row<'a> {
+    /// A decode step's only row, prepared already (`QActivations::widened`), with the scales as
+    /// stored (f16, converted as they are used). The weights are never in cache yet.
+    Decode { scales: &'a [[[u8; 2]; ROWS]], x: &'a [lanes::Widened] },
+    /// One of a prefill's rows, with the scales converted once for all of them. `fetch`: the
+    /// weights are not in cache yet (the first row).
+    Prefill { scales: &'a [[f32; ROWS]], x: &'a [[i8; BLOCK]], fetch: bool },
 }
 
-/// Four weight rows (their blocks as `block` reads them) against one activation row (`xq`, or
-/// `widened` when prepared already); `fetch`: the rows are not in cache yet.
+/// Activation row i of a product, as the dot products take it.
+type RowOf<'r> = dyn Fn(usize) -> Row<'r> + 'r;
+
+/// Four weight rows (their blocks as `block` reads them) against one activation row, whose block
+/// scales are `xs`.
 #[inline]
-#[allow(clippy::too_many_arguments)]
-fn dot<W>(scales: GroupScales, w: [&[W]; ROWS], cols: usize, xs: &[f32], xq: &[[i8; BLOCK]], widened: &[lanes::Widened], fetch: bool, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
-    let blocks = cols / BLOCK;
-    let xs = &xs[..blocks];
-    match (scales, fetch) {
-        // Scales as stored come with one activation row, prepared already, whose weights are
-        // never in cache.
-        (GroupScales::F16(h), _) => {
-            let (h, widened) = (&h[..blocks], &widened[..blocks]);
-            dot_rows::<_, true>(|b| (lanes::scales_times(&h[b], xs[b]), widened[b]), w, blocks, block)
+fn dot<W>(row: Row, xs: &[f32], w: [&[W]; ROWS], block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+    let blocks = xs.len();
+    match row {
+        Row::Decode { scales, x } => {
+            let (h, x) = (&scales[..blocks], &x[..blocks]);
+            dot_rows::<_, true>(|b| (lanes::scales_times(&h[b], xs[b]), x[b]), w, blocks, block)
         }
-        (GroupScales::F32(f), true) => {
-            let (f, xq) = (&f[..blocks], &xq[..blocks]);
-            dot_rows::<_, true>(|b| (f[b].map(|d| d * xs[b]), lanes::Widened::of(&xq[b])), w, blocks, block)
-        }
-        (GroupScales::F32(f), false) => {
-            let (f, xq) = (&f[..blocks], &xq[..blocks]);
-            dot_rows::<_, false>(|b| (f[b].map(|d| d * xs[b]), lanes::Widened::of(&xq[b])), w, blocks, block)
+        Row::Prefill { scales, x, fetch } => {
+            let (f, x) = (&scales[..blocks], &x[..blocks]);
+            let at = |b: usize| (f[b].map(|d| d * xs[b]), lanes::Widened::of(&x[b]));
+            if fetch { dot_rows::<_, true>(at, w, blocks, block) } else { dot_rows::<_, false>(at, w, blocks, block) }
         }
     }
 }
@@ -851,26 +851,30 @@ mod tests {
         let q4 = |g: [usize; ROWS]| g.map(|r| bytes[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
         let as_f32 = |h: &[[[u8; 2]; ROWS]]| -> Vec<[f32; ROWS]> { h.iter().map(|h| h.map(f16_to_f32)).collect() };
         let (group_f32, one_f32) = (as_f32(&group_scales), |r| as_f32(&one(r)));
-        let (xs, xq, widened) = (&x.scales[..], x.quants.as_chunks::<BLOCK>().0, &x.widened[..]);
-        // Scales as stored (one activation row) and converted first (many), reading ahead or not.
-        fn pick<'a>(stored: bool, h: &'a [[[u8; 2]; ROWS]], f: &'a [[f32; ROWS]]) -> GroupScales<'a> {
-            if stored { GroupScales::F16(h) } else { GroupScales::F32(f) }
+        let xs = &x.scales[..];
+        // A decode step (scales as stored, the row prepared), and a prefill's row (scales
+        // converted first), reading ahead or not.
+        fn row<'r>(case: usize, h: &'r [[[u8; 2]; ROWS]], f: &'r [[f32; ROWS]], x: &'r QActivations) -> Row<'r> {
+            match case {
+                0 => Row::Decode { scales: h, x: &x.widened },
+                _ => Row::Prefill { scales: f, x: x.quants.as_chunks::<BLOCK>().0, fetch: case == 1 },
+            }
         }
-        for (stored, fetch) in [(true, true), (false, true), (false, false)] {
-            let name = if stored { "as stored" } else { "converted" };
-            let group = dot(pick(stored, &group_scales, &group_f32), q8([4, 5, 6, 7]), cols, xs, xq, widened, fetch, lanes::i8_32_widened);
-            let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q8([r; ROWS]), cols, xs, xq, widened, fetch, lanes::i8_32_widened)[0]).collect();
-            assert_eq!(group.to_vec(), alone, "Q8_0, scales {name}, fetch {fetch}");
-            let group = dot(pick(stored, &group_scales, &group_f32), q4([4, 5, 6, 7]), cols, xs, xq, widened, fetch, lanes::nibbles_32_widened);
-            let alone: Vec<f32> = (4..8).map(|r| dot(pick(stored, &one(r), &one_f32(r)), q4([r; ROWS]), cols, xs, xq, widened, fetch, lanes::nibbles_32_widened)[0]).collect();
-            assert_eq!(group.to_vec(), alone, "Q4_0, scales {name}, fetch {fetch}");
+        for case in 0..3 {
+            let name = ["decode", "prefill, fetching", "prefill, in cache"][case];
+            let group = dot(row(case, &group_scales, &group_f32, &x), xs, q8([4, 5, 6, 7]), lanes::i8_32_widened);
+            let alone: Vec<f32> = (4..8).map(|r| dot(row(case, &one(r), &one_f32(r), &x), xs, q8([r; ROWS]), lanes::i8_32_widened)[0]).collect();
+            assert_eq!(group.to_vec(), alone, "Q8_0, {name}");
+            let group = dot(row(case, &group_scales, &group_f32, &x), xs, q4([4, 5, 6, 7]), lanes::nibbles_32_widened);
+            let alone: Vec<f32> = (4..8).map(|r| dot(row(case, &one(r), &one_f32(r), &x), xs, q4([r; ROWS]), lanes::nibbles_32_widened)[0]).collect();
+            assert_eq!(group.to_vec(), alone, "Q4_0, {name}");
         }
     }
 
     #[test]
     fn activations_round_half_away_from_zero_as_f32_round_does() {
         let halves = (-260..=260).map(|h| h as f32 / 2.0);
-        let near_halves = halves.clone().flat_map(|h: f32| [f32::from_bits(h.to_bits() - 1), f32::from_bits(h.to_bits() + 1)]);
+        let near_halves = halves.clone().flat_map(|h: f32| [h.next_down(), h.next_up()]);
         let grid = (-140 * 1024..=140 * 1024).map(|i| i as f32 / 1024.0);
         let odd = [0.0, -0.0, 0.49999997, -0.49999997, 1e-40, 3e9, -3e9, f32::MAX, f32::MIN, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
         for r in halves.chain(near_halves).chain(grid).chain(odd) {
