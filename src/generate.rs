@@ -132,7 +132,7 @@ impl Generation {
     /// The k most likely next tokens of the latest step, raw and as sampled.
     pub fn predictions(&self, k: usize) -> Option<Predictions> {
         let (position, sampled, logits, context) = self.last_step.as_ref()?;
-        Some(Predictions { position: *position, sampled: *sampled, top: self.params.candidates(logits, context, k) })
+        Some(Predictions { position: *position, sampled: *sampled, top: self.params.candidates(logits, context, *sampled, k) })
     }
 
     /// Produces the next token, or says why there is none.

@@ -105,11 +105,17 @@ pub struct Candidate {
 
 impl SamplingParams {
     /// The k most likely tokens by the raw logits, each with its raw probability and its
-    /// probability as sampled. Shown for every generated token, so it touches each of the
-    /// vocabulary's logits only a few times: no sort of the whole vocabulary (two of them took
-    /// 2.8 ms a step natively; without them the worker decoded 10–15% faster).
-    pub fn candidates(&self, logits: &[f32], context: &[u32], k: usize) -> Vec<Candidate> {
+    /// probability as sampled (`sampled`: the token the sampler picked from these logits). Shown
+    /// for every generated token, so it touches each of the vocabulary's logits only a few times:
+    /// no sort of the whole vocabulary (two of them took 2.8 ms a step natively; without them the
+    /// worker decoded 10–15% faster).
+    pub fn candidates(&self, logits: &[f32], context: &[u32], sampled: u32, k: usize) -> Vec<Candidate> {
         let raw = Softmax::of(logits, 1.0);
+        let top = top_k(logits, k);
+        if self.temperature <= 0.0 {
+            // Greedy: all of it on the sampler's argmax.
+            return top.iter().map(|&i| Candidate { id: i as u32, logit: logits[i], prob: raw.prob(logits[i]), prob_final: if i as u32 == sampled { 1.0 } else { 0.0 } }).collect();
+        }
         let mut adjusted = logits.to_vec();
         if self.repeat_penalty != 1.0 {
             let start = context.len().saturating_sub(self.repeat_last_n);
@@ -122,23 +128,15 @@ impl SamplingParams {
                 }
             }
         }
-        let top = top_k(logits, k);
-        let final_p: Vec<f32> = if self.temperature <= 0.0 {
-            // Greedy: the sampler's argmax (candle's: the first of equal maxima).
-            let argmax = (0..adjusted.len()).fold(0, |best, i| if adjusted[i] > adjusted[best] { i } else { best });
-            top.iter().map(|&i| if i == argmax { 1.0 } else { 0.0 }).collect()
-        } else {
-            let p = softmax(&adjusted, self.temperature as f32);
-            let kept_ids = self.kept(&adjusted, &p);
-            let mut kept = vec![kept_ids.is_none(); p.len()];
-            for i in kept_ids.into_iter().flatten() {
-                kept[i] = true;
-            }
-            // Summed in token order (zeros for the tokens cut), as it always was.
-            let total: f32 = p.iter().zip(&kept).map(|(&p, &k)| if k { p } else { 0.0 }).sum();
-            top.iter().map(|&i| if kept[i] { p[i] / total } else { 0.0 }).collect()
-        };
-        top.iter().zip(final_p).map(|(&i, prob_final)| Candidate { id: i as u32, logit: logits[i], prob: raw.prob(logits[i]), prob_final }).collect()
+        let p = softmax(&adjusted, self.temperature as f32);
+        let kept_ids = self.kept(&adjusted, &p);
+        let mut kept = vec![kept_ids.is_none(); p.len()];
+        for i in kept_ids.into_iter().flatten() {
+            kept[i] = true;
+        }
+        // Summed in token order (zeros for the tokens cut), as it always was.
+        let total: f32 = p.iter().zip(&kept).map(|(&p, &k)| if k { p } else { 0.0 }).sum();
+        top.iter().map(|&i| Candidate { id: i as u32, logit: logits[i], prob: raw.prob(logits[i]), prob_final: if kept[i] { p[i] / total } else { 0.0 } }).collect()
     }
 
     /// The tokens sampling keeps (`p`: softmax of the adjusted logits), most likely first, or
@@ -198,31 +196,45 @@ struct Softmax {
 }
 
 impl Softmax {
+    /// The maximum alone: `exp` before the normalizer is known.
+    fn unnormalized(logits: &[f32], temperature: f32) -> Self {
+        Softmax { max: crate::attention::max(f32::NEG_INFINITY, logits.iter().copied()), sum: 1.0, temperature }
+    }
+
     fn of(logits: &[f32], temperature: f32) -> Self {
-        let max = crate::attention::max(f32::NEG_INFINITY, logits.iter().copied());
-        // (l − max) / T ≤ 0: the attention softmax's own exponential (libm's is a call per element).
+        let mut s = Softmax::unnormalized(logits, temperature);
         // The exponentials a chunk at a time in a loop of their own, which vectorizes (fused with
-        // the sum, it ran a third as fast); the sum in order after.
+        // the sum, it ran a third as fast); the sum in order after, as `softmax`'s.
         let (mut sum, mut e) = (0.0, [0f32; 256]);
         for chunk in logits.chunks(e.len()) {
             for (e, &l) in e.iter_mut().zip(chunk) {
-                *e = crate::attention::exp_nonpositive((l - max) / temperature);
+                *e = s.exp(l);
             }
             sum = e[..chunk.len()].iter().fold(sum, |s, &x| s + x);
         }
-        Softmax { max, sum, temperature }
+        s.sum = sum;
+        s
+    }
+
+    /// e^((logit − max) / T): the attention softmax's exponential, as the argument is never
+    /// positive (libm's is a call per element).
+    fn exp(&self, logit: f32) -> f32 {
+        crate::attention::exp_nonpositive((logit - self.max) / self.temperature)
     }
 
     /// This logit's probability.
     fn prob(&self, logit: f32) -> f32 {
-        crate::attention::exp_nonpositive((logit - self.max) / self.temperature) / self.sum
+        self.exp(logit) / self.sum
     }
 }
 
 /// softmax(logits / temperature), as probabilities summing to 1.
 pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
-    let s = Softmax::of(logits, temperature);
-    logits.iter().map(|&l| s.prob(l)).collect()
+    let s = Softmax::unnormalized(logits, temperature);
+    let mut out: Vec<f32> = logits.iter().map(|&l| s.exp(l)).collect();
+    let sum = out.iter().fold(0.0, |sum, &x| sum + x);
+    out.iter_mut().for_each(|x| *x /= sum);
+    out
 }
 
 #[cfg(test)]
@@ -275,10 +287,12 @@ mod tests {
     #[test]
     fn candidates_show_raw_and_final_probabilities() {
         let l = vec![3.0f32, 2.0, 1.0, 0.0];
-        let greedy = SamplingParams { repeat_penalty: 1.0, ..Default::default() }.candidates(&l, &[], 4);
+        let greedy_params = SamplingParams { repeat_penalty: 1.0, ..Default::default() };
+        let picked = Sampler::new(greedy_params.clone()).unwrap().sample(&l, &[]).unwrap();
+        let greedy = greedy_params.candidates(&l, &[], picked, 4);
         assert_eq!(greedy[0].prob_final, 1.0);
         assert!((greedy.iter().map(|c| c.prob).sum::<f32>() - 1.0).abs() < 1e-6);
-        let top2 = SamplingParams { temperature: 1.0, top_k: Some(2), repeat_penalty: 1.0, ..Default::default() }.candidates(&l, &[], 4);
+        let top2 = SamplingParams { temperature: 1.0, top_k: Some(2), repeat_penalty: 1.0, ..Default::default() }.candidates(&l, &[], 0, 4);
         assert_eq!(top2[2].prob_final, 0.0);
         assert!((top2[0].prob_final + top2[1].prob_final - 1.0).abs() < 1e-6);
     }
@@ -291,7 +305,8 @@ mod tests {
         let settings = [(0.0, None, None), (0.8, None, None), (0.8, Some(40), None), (1.3, None, Some(0.9)), (0.7, Some(50), Some(0.5))];
         for (temperature, top_k, top_p) in settings {
             let params = SamplingParams { temperature, top_k, top_p, ..Default::default() };
-            let got = params.candidates(&l, &context, 10);
+            let picked = Sampler::new(params.clone()).unwrap().sample(&l, &context).unwrap();
+            let got = params.candidates(&l, &context, picked, 10);
             // The definition, plainly: penalty, a stable sort of everything, softmax in f64, the cuts.
             let mut adjusted = l.clone();
             let recent: std::collections::HashSet<u32> = context[context.len() - params.repeat_last_n..].iter().copied().collect();
@@ -313,8 +328,8 @@ mod tests {
             let (raw, by_raw, by_adjusted) = (softmax64(&l, 1.0), sorted(&l), sorted(&adjusted));
             let mut final_p = vec![0f64; l.len()];
             if temperature == 0.0 {
-                // Greedy: all on the token the sampler picks (of equal maxima, the first).
-                final_p[Sampler::new(params.clone()).unwrap().sample(&l, &context).unwrap() as usize] = 1.0;
+                // Greedy: all on the first of the equal maxima of the adjusted logits (candle's argmax).
+                final_p[by_adjusted[0]] = 1.0;
             } else {
                 let p = softmax64(&adjusted, temperature);
                 let kept = &by_adjusted[..top_k.unwrap_or(l.len())];
@@ -335,6 +350,15 @@ mod tests {
                 let i = c.id as usize;
                 assert!((c.prob as f64 - raw[i]).abs() < 1e-6 && (c.prob_final as f64 - final_p[i]).abs() < 1e-5, "{params:?}: token {i}: {c:?}, expected {} / {}", raw[i], final_p[i]);
             }
+        }
+    }
+
+    #[test]
+    fn a_probability_one_at_a_time_has_the_bits_of_the_whole_softmax() {
+        let l: Vec<f32> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) % 997) as f32 / 37.0 - 12.0).collect();
+        for t in [1.0, 0.7] {
+            let (one, all) = (Softmax::of(&l, t), softmax(&l, t));
+            assert!(l.iter().zip(&all).all(|(&x, p)| one.prob(x).to_bits() == p.to_bits()), "T = {t}");
         }
     }
 
