@@ -28,9 +28,10 @@ use crate::weights::{QMatrix, Weights};
 /// run-state buffers stay a few megabytes.
 pub const PREFILL_CHUNK: usize = 64;
 
-/// Keys from which a query's attention is shared out over the pass's threads by KV group: below,
-/// handing it over costs about what it saves. (At 128, two threads decoded 128 tokens after a
-/// 15-token prompt 2-4% slower in the worker-alone page: from 32 on it already pays.)
+/// Keys from which a query's attention is shared out over the pass's threads by KV group (for a
+/// short row, handing it over costs more than it saves). 32 rather than 128: two threads decoded
+/// 128 tokens after a 15-token prompt 2–4% faster in the worker-alone page; no value below 32 was
+/// measured.
 const PARALLEL_ATTENTION_FROM: usize = 32;
 
 /// Capture keeps the first this-many positions unless told otherwise (see capture.rs).
