@@ -28,8 +28,8 @@ use crate::weights::{QMatrix, Weights};
 /// run-state buffers stay a few megabytes.
 pub const PREFILL_CHUNK: usize = 64;
 
-/// Keys from which a query's attention is shared out over the pass's threads by KV group (for a
-/// short row, handing it over costs more than it saves). 32 rather than 128: two threads decoded
+/// Keys from which a query's attention is shared out over the pass's threads (for a short row,
+/// handing it over costs more than it saves). 32 rather than 128: two threads decoded
 /// 128 tokens after a 15-token prompt 2–4% faster in the worker-alone page; no value below 32 was
 /// measured.
 const PARALLEL_ATTENTION_FROM: usize = 32;
@@ -292,21 +292,26 @@ impl Transformer {
                 let n = p0 + i + 1; // this query sees keys 0..n
                 let (scores, outs) = (Disjoint::new(&mut s.scores[..c.n_heads * n]), Disjoint::new(&mut s.heads_out[i * qd..(i + 1) * qd]));
                 let (q, kv) = (&s.q[i * qd..(i + 1) * qd], &self.kv);
-                // The KV groups are independent: at long context, where attention is a large
-                // share of a step, they are shared out over the pass's threads.
-                let group_attention = |g: usize| {
-                    // SAFETY: group g alone uses its query heads' rows of `scores` and `outs`.
-                    let (rows, out) = unsafe { (scores.part(g * group * n, group * n), outs.part(g * group * hd, group * hd)) };
-                    let queries = &q[g * group * hd..(g + 1) * group * hd]; //             (group, hd)
-                    attention::group_scores(queries, kv.keys(l, g, n), hd, scale, rows); // (group, n)
-                    rows.chunks_exact_mut(n).for_each(attention::pattern);
-                    attention::group_weighted_sum(rows, kv.values(l, g, n), hd, out); //   (group, hd)
+                // The heads are independent: at long context, where attention is a large share
+                // of a step, each thread takes an even run of them (by KV group, 3 groups would
+                // leave one of two threads idle a third of the time). Within a run, the heads of
+                // one group read its keys and values together.
+                let parts = if n >= PARALLEL_ATTENTION_FROM { team::size() } else { 1 };
+                let attend = |part: usize| {
+                    let (mut h, last) = (part * c.n_heads / parts, (part + 1) * c.n_heads / parts);
+                    while h < last {
+                        let g = c.kv_head_of(h);
+                        let end = ((g + 1) * group).min(last);
+                        // SAFETY: heads h..end are this part's alone, and so are their rows of `scores` and `outs`.
+                        let (rows, out) = unsafe { (scores.part(h * n, (end - h) * n), outs.part(h * hd, (end - h) * hd)) };
+                        let queries = &q[h * hd..end * hd]; //                                    (heads, hd)
+                        attention::group_scores(queries, kv.keys(l, g, n), hd, scale, rows); //   (heads, n)
+                        rows.chunks_exact_mut(n).for_each(attention::pattern);
+                        attention::group_weighted_sum(rows, kv.values(l, g, n), hd, out); //     (heads, hd)
+                        h = end;
+                    }
                 };
-                if n >= PARALLEL_ATTENTION_FROM {
-                    team::for_each_part(c.n_kv_heads, 0, &group_attention);
-                } else {
-                    (0..c.n_kv_heads).for_each(&group_attention);
-                }
+                team::for_each_part(parts, 0, &attend);
                 if let Some(cap) = &mut self.capture {
                     for (h, row) in s.scores[..c.n_heads * n].chunks_exact(n).enumerate() {
                         cap.record(l, h, n - 1, row);

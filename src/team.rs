@@ -40,7 +40,7 @@ impl<'a, T> Disjoint<'a, T> {
 }
 
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-pub use pool::{for_each_part, run};
+pub use pool::{for_each_part, run, size};
 
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 mod pool {
@@ -81,6 +81,11 @@ mod pool {
             return run(|| for_each_part(parts, work, job));
         }
         (0..parts).for_each(job);
+    }
+
+    /// How many threads share the parts of a job started here: the pool's inside a pass, else one.
+    pub fn size() -> usize {
+        if CURRENT.get().is_null() { 1 } else { rayon::current_num_threads() }
     }
 
     thread_local! {
@@ -199,6 +204,11 @@ mod pool {
 #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
 pub fn run<R>(pass: impl FnOnce() -> R) -> R {
     pass()
+}
+
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
+pub fn size() -> usize {
+    1
 }
 
 #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
