@@ -7,6 +7,8 @@
 //   wasm-bindgen --target web --no-typescript --keep-debug --out-dir /tmp/pkg-named \
 //     target/relaxed/wasm32-unknown-unknown/release/attnscope.wasm
 //   PKG=/tmp/pkg-named QUANT=q8_0 node tests/bench/chromium-profile.mjs
+// LONG=1 decodes after a ~900-token prompt instead of a 15-token one. Only the decode steps are
+// profiled, not the prompt's prefill, which at that length would take most of the samples.
 // The whole profile is written to target/bench/decode.cpuprofile (DevTools opens it).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,17 +31,23 @@ try {
     const get = async (f) => new Uint8Array(await (await fetch(`/models/smollm2-135m-instruct/${f}`)).arrayBuffer());
     window.engine = new m.Engine(await get('config.json'), await get('tokenizer.json'), await get(`model.${quant}.safetensors`));
   }, quant);
-  const decode = (n) => page.evaluate((n) => {
+  const sentence = 'The history of the transformer architecture is long. ';
+  const prompt = process.env.LONG ? `${sentence.repeat(100)}It began` : `${sentence}It began with attention, then`;
+  const begin = (n) => page.evaluate(({ prompt, n }) => {
     const options = { chat: false, max_tokens: n, temperature: 0, seed: 1, ignore_eos: true };
-    window.engine.begin('The history of the transformer architecture is long. It began with attention, then', JSON.stringify(options));
+    window.engine.begin(prompt, JSON.stringify(options));
+  }, { prompt, n });
+  const decode = (n) => page.evaluate((n) => {
     const t0 = performance.now();
     for (let i = 0; i < n; i++) window.engine.next();
     return (n / (performance.now() - t0)) * 1000;
   }, n);
+  await begin(32);
   console.log(`${quant}, ${PKG}: ${(await decode(32)).toFixed(1)} tokens/s unprofiled (warm-up)`);
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Profiler.enable');
   await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+  await begin(128);
   await cdp.send('Profiler.start');
   console.log(`${(await decode(128)).toFixed(1)} tokens/s profiled`);
   const { profile } = await cdp.send('Profiler.stop');
