@@ -47,9 +47,10 @@ pub fn max(init: f32, values: impl IntoIterator<Item = f32>) -> f32 {
     values.into_iter().fold(init, |m, x| if x > m { x } else { m })
 }
 
-/// For each query head r of a group: `rows[r][j] = q_r·k_j · scale`, with the group's queries
-/// side by side in `queries` (group × hd), the keys row by row in `keys` (n × hd) and the
-/// rows side by side in `rows` (group × n).
+/// For each query head r of a group, or of a run of its heads (any number; a thread may take
+/// part of a group): `rows[r][j] = q_r·k_j · scale`, with the queries side by side in `queries`
+/// (heads × hd), the keys row by row in `keys` (n × hd) and the rows side by side in `rows`
+/// (heads × n).
 pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: &mut [f32]) {
     let group = queries.len() / hd;
     let n = rows.len() / group;
@@ -61,8 +62,9 @@ pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: 
     }
 }
 
-/// For each query head r of a group: `out[r] = Σ_j rows[r][j] · v_j`, with the rows side by side
-/// (group × n), the values row by row (n × hd) and the outputs side by side (group × hd).
+/// For each query head r of a group, or of a run of its heads: `out[r] = Σ_j rows[r][j] · v_j`,
+/// with the rows side by side (heads × n), the values row by row (n × hd) and the outputs side
+/// by side (heads × hd).
 ///
 /// Eight output elements at a time are summed over all the keys in registers, then stored once:
 /// summing key by key over the whole output row kept it in memory, a load and a store per
