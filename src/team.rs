@@ -258,6 +258,13 @@ mod tests {
     }
 
     #[test]
+    fn the_team_is_the_pools_threads_inside_a_pass_and_one_outside() {
+        assert_eq!(size(), 1);
+        assert_eq!(run(size), rayon::current_num_threads());
+        assert_eq!(size(), 1, "and one again after it");
+    }
+
+    #[test]
     fn a_panicking_pass_releases_its_helpers() {
         let caught = std::panic::catch_unwind(|| run(|| panic!("inside a pass")));
         assert!(caught.is_err());

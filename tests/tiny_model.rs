@@ -339,6 +339,28 @@ fn weights_split_in_place_compute_what_copied_weights_compute() {
 }
 
 #[test]
+fn attention_shared_over_threads_gives_one_threads_bits() {
+    // Past 32 keys each thread takes a run of query heads; with three threads and four heads in
+    // two groups, runs cut a group in two.
+    let c = tiny_config();
+    let file = tiny_file(&c, GgmlKind::Q8_0);
+    let tokens: Vec<u32> = (0..41).map(|i| (i * 37 % 97) as u32).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut m = engine(&c, &file, true);
+            let prefill = m.forward(&tokens[..40]).unwrap().to_vec();
+            let step = m.forward(&tokens[40..]).unwrap().to_vec();
+            (prefill, step, m.capture().unwrap().pattern(1, 3))
+        })
+    };
+    let alone = run(1);
+    for threads in [2, 3] {
+        assert!(run(threads) == alone, "{threads} threads differ from one");
+    }
+}
+
+#[test]
 fn capture_off_holds_nothing_and_gives_the_same_logits() {
     let c = tiny_config();
     let file = tiny_file(&c, GgmlKind::Q4_0);
