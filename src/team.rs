@@ -70,8 +70,12 @@ mod pool {
     }
 
     /// Runs `job` for every part: over the team inside a pass; outside one, over a team of its own
-    /// when `work` (multiply-adds) pays for waking the pool; otherwise here, in order.
+    /// when `work` (multiply-adds) pays for waking the pool; otherwise here, in order. A single
+    /// part always runs here: handing it to a helper would only make this thread wait.
     pub fn for_each_part(parts: usize, work: usize, job: Job) {
+        if parts <= 1 {
+            return (0..parts).for_each(job);
+        }
         let current = CURRENT.get();
         if !current.is_null() {
             // SAFETY: CURRENT points at the team of the pass running on this thread (see Member).
@@ -255,6 +259,23 @@ mod tests {
         let seen = Mutex::new(Vec::new());
         for_each_part(5, 10, &|p| seen.lock().unwrap().push(p));
         assert_eq!(seen.into_inner().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_single_part_runs_on_the_calling_thread_even_in_a_pass() {
+        // Many in one pass, the helpers spinning for work all along.
+        let caller = std::thread::current().id();
+        let elsewhere = AtomicUsize::new(0);
+        run(|| {
+            for _ in 0..100_000 {
+                for_each_part(1, 0, &|_| {
+                    if std::thread::current().id() != caller {
+                        elsewhere.fetch_add(1, Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(elsewhere.into_inner(), 0);
     }
 
     #[test]
