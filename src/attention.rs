@@ -15,11 +15,6 @@
 
 mod kernels;
 
-/// Whether `group_scores` and `group_weighted_sum` use `kernels`, their lanes written out. In wasm
-/// they are faster; natively LLVM vectorizes the plain loops below well, and the kernels' tests
-/// check them against those loops.
-const WRITTEN_OUT: bool = cfg!(target_feature = "simd128");
-
 /// Dot product written with eight independent accumulators, so the compiler can keep them in
 /// SIMD lanes (float addition is not associative; one accumulator would force a serial chain).
 #[inline]
@@ -54,7 +49,7 @@ pub fn max(init: f32, values: impl IntoIterator<Item = f32>) -> f32 {
 pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: &mut [f32]) {
     let group = queries.len() / hd;
     let n = rows.len() / group;
-    let n_done = if WRITTEN_OUT && hd.is_multiple_of(8) { kernels::scores_by_four(queries, keys, hd, scale, rows) } else { 0 };
+    let n_done = if hd.is_multiple_of(8) { kernels::scores_by_four(queries, keys, hd, scale, rows) } else { 0 };
     for (j, k) in keys.chunks_exact(hd).take(n).enumerate().skip(n_done) {
         for (r, q) in queries.chunks_exact(hd).enumerate() {
             rows[r * n + j] = dot(q, k) * scale;
@@ -70,9 +65,6 @@ pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: 
 /// summing key by key over the whole output row kept it in memory, a load and a store per
 /// multiply-add. Each element still adds its terms in key order from 0, as `weighted_sum` does.
 pub fn group_weighted_sum(rows: &[f32], values: &[f32], hd: usize, out: &mut [f32]) {
-    if WRITTEN_OUT && hd.is_multiple_of(8) {
-        return kernels::weighted_sum_by_eight(rows, values, hd, out);
-    }
     let group = out.len() / hd;
     let n = rows.len() / group;
     for (o, p) in out.chunks_exact_mut(hd).zip(rows.chunks_exact(n.max(1))) {

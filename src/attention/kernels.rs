@@ -1,8 +1,10 @@
-//! `group_scores` and `group_weighted_sum` written out four lanes at a time, for wasm: LLVM keeps
-//! neither four keys' accumulators nor three heads' in registers on its own there, and `dot`'s
-//! horizontal sum, once per key, was much of a 64-element dot product's work. The lanes are wasm's
-//! `v128` in the browser and an array elsewhere, so this same code, with its order of additions,
-//! is tested natively against the plain definitions, bit for bit.
+//! `group_scores` written out four lanes at a time, for wasm: four keys at a time, each query chunk
+//! loaded once for the four. Written portably, that was slower in wasm than one key at a time
+//! (LLVM did not keep the four keys' accumulators in registers); written out, it is faster. The
+//! lanes are wasm's `v128` in the browser and an array elsewhere, so this same code, with its
+//! order of additions, runs natively too (as fast there as the plain loop: decode after 992
+//! tokens 45–48 against 44–47 tokens/s, prefill 175–182 against 180–184) and is tested against
+//! `dot`, bit for bit.
 
 #[cfg(target_feature = "simd128")]
 use core::arch::wasm32::*;
@@ -108,58 +110,10 @@ pub fn scores_by_four(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows
     fours * 4
 }
 
-/// `group_weighted_sum` for hd a multiple of 8, up to three heads at a time, eight output
-/// elements each: each chunk of a value row is loaded once for all of them. Every element adds
-/// its terms in key order from 0, as `weighted_sum` does.
-pub fn weighted_sum_by_eight(rows: &[f32], values: &[f32], hd: usize, out: &mut [f32]) {
-    let group = out.len() / hd;
-    let n = rows.len() / group;
-    assert!(hd.is_multiple_of(8) && out.len().is_multiple_of(hd) && rows.len().is_multiple_of(group) && values.len() >= n * hd);
-    let mut first = 0;
-    while first < group {
-        let heads = (group - first).min(3);
-        let (rows, out) = (&rows[first * n..(first + heads) * n], &mut out[first * hd..(first + heads) * hd]);
-        match heads {
-            3 => heads_weighted_sum::<3>(rows, values, hd, out),
-            2 => heads_weighted_sum::<2>(rows, values, hd, out),
-            _ => heads_weighted_sum::<1>(rows, values, hd, out),
-        }
-        first += heads;
-    }
-}
-
-#[inline(always)]
-fn heads_weighted_sum<const H: usize>(rows: &[f32], values: &[f32], hd: usize, out: &mut [f32]) {
-    let n = rows.len() / H;
-    for c in (0..hd).step_by(8) {
-        let mut acc = [[F4::splat(0.0); 2]; H];
-        for j in 0..n {
-            // SAFETY: j < n and c + 8 ≤ hd; values holds n rows of hd.
-            let (v0, v1) = unsafe {
-                let vc = values.as_ptr().add(j * hd + c);
-                (F4::load(vc), F4::load(vc.add(4)))
-            };
-            for (h, a) in acc.iter_mut().enumerate() {
-                let p = F4::splat(rows[h * n + j]);
-                a[0] = a[0].add(p.mul(v0));
-                a[1] = a[1].add(p.mul(v1));
-            }
-        }
-        for (h, a) in acc.iter().enumerate() {
-            // SAFETY: out holds H rows of hd, and c + 8 ≤ hd.
-            unsafe {
-                let oc = out.as_mut_ptr().add(h * hd + c);
-                a[0].store(oc);
-                a[1].store(oc.add(4));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attention::{dot, weighted_sum};
+    use crate::attention::dot;
 
     fn wave(len: usize, f: f32) -> Vec<f32> {
         (0..len).map(|i| (i as f32 * f).sin() * (1.0 + i as f32 * 1e-3)).collect()
@@ -183,21 +137,6 @@ mod tests {
                         assert!(got.is_nan(), "key {j} is past the whole fours and must be left alone");
                     }
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn weighted_sum_by_eight_has_weighted_sums_bits_for_any_number_of_heads() {
-        for (heads, n, hd) in [(1, 1, 8), (3, 37, 64), (4, 5, 16), (9, 12, 64)] {
-            let (rows, values) = (wave(heads * n, 0.4), wave(n * hd, 0.8));
-            let mut out = vec![f32::NAN; heads * hd];
-            weighted_sum_by_eight(&rows, &values, hd, &mut out);
-            for r in 0..heads {
-                let mut alone = vec![0.0; hd];
-                weighted_sum(&rows[r * n..(r + 1) * n], &values, &mut alone);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&out[r * hd..(r + 1) * hd]), bits(&alone), "head {r} of {heads}, n {n}, hd {hd}");
             }
         }
     }
