@@ -5,12 +5,14 @@
 //! Reading order: `config` (the model's shape) → `format` (quantized safetensors) → `weights`
 //! (names → blocks) → `qmatmul` (the quantized product, split over threads by `team`) → `tokenizer` → `attention` + `capture` → `model` (the forward pass) →
 //! `sampler` → `generate` (the loop both front ends share) → `loader` (a folder → a model);
-//! `manifest` lists a folder's files with their SHA-256; `convert` imports GGUF (header checked
+//! `manifest` lists a folder's files with their SHA-256 (`fingerprint` checks the browser's cached
+//! copies); `convert` imports GGUF (header checked
 //! by `gguf` first) / Hugging Face checkpoints; `wasm` is the browser binding.
 
 pub mod attention;
 pub mod capture;
 pub mod config;
+pub mod fingerprint;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;

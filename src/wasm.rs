@@ -9,6 +9,7 @@
 use wasm_bindgen::prelude::*;
 
 use crate::capture::{HEAD_STATS, head_stats};
+use crate::fingerprint::Fingerprint;
 use crate::generate::{GenerateOptions, Generation};
 use crate::loader::{LoadOptions, load};
 use crate::model::{DEFAULT_CAPTURE_WINDOW, Transformer};
@@ -50,8 +51,8 @@ pub fn memory_bytes() -> f64 {
 /// replaces the memory's ArrayBuffer). Best effort: a bad config is reported by `Engine::new`.
 /// `context` must be the one `Engine::new` will get, or the reservation is too small or too big.
 #[wasm_bindgen]
-pub fn reserve_memory(config: &[u8], weights_bytes: f64, context: Option<u32>) {
-    let Ok(config) = crate::config::Config::from_json(config) else { return };
+pub fn reserve_memory(config: &FileBuffer, weights_bytes: f64, context: Option<u32>) {
+    let Ok(config) = crate::config::Config::from_json(&config.bytes) else { return };
     let positions = crate::loader::kv_positions(&config, requested_context(context));
     let (needed, _) = crate::model::memory_needed(&config, weights_bytes as u64, positions, None);
     let mut reservation = Vec::<u8>::new();
@@ -98,6 +99,59 @@ fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// One model file in wasm memory, filled piece by piece as the Cache API or the network delivers
+/// it: the weights are copied once, straight to where the model keeps them, and fingerprinted on
+/// the way while the next piece is read.
+#[wasm_bindgen]
+pub struct FileBuffer {
+    bytes: Vec<u8>,
+    fingerprint: Fingerprint,
+}
+
+#[wasm_bindgen]
+impl FileBuffer {
+    /// Room for a file of `size` bytes (the manifest's figure).
+    #[wasm_bindgen(constructor)]
+    pub fn new(name: &str, size: f64) -> Result<FileBuffer, JsError> {
+        let size = size as usize;
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(size).map_err(|_| {
+            js_err(format!("there is no room in this tab's memory for {name} ({} MiB): close other tabs or use the smaller q4_0 weights, then reload", size >> 20))
+        })?;
+        Ok(FileBuffer { bytes, fingerprint: Fingerprint::new(size) })
+    }
+
+    /// A whole file at once (tools and tests that hold the bytes already).
+    pub fn of(bytes: &[u8]) -> FileBuffer {
+        let mut fingerprint = Fingerprint::new(bytes.len());
+        fingerprint.update(bytes);
+        FileBuffer { bytes: bytes.to_vec(), fingerprint }
+    }
+
+    /// Adds the file's next bytes; refused past the size it was made for.
+    pub fn append(&mut self, piece: &js_sys::Uint8Array) -> Result<(), JsError> {
+        let (start, n) = (self.bytes.len(), piece.length() as usize);
+        if n > self.bytes.capacity() - start {
+            return Err(js_err(format!("the file is longer than the {} bytes expected", self.bytes.capacity())));
+        }
+        piece.copy_to_uninit(&mut self.bytes.spare_capacity_mut()[..n]);
+        // SAFETY: `copy_to_uninit` initialised these n bytes, within the capacity checked above.
+        unsafe { self.bytes.set_len(start + n) };
+        self.fingerprint.update(&self.bytes[start..]);
+        Ok(())
+    }
+
+    /// Bytes so far.
+    pub fn length(&self) -> f64 {
+        self.bytes.len() as f64
+    }
+
+    /// The fingerprint (`crate::fingerprint`) of the bytes so far: the whole file's once full.
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.hex()
+    }
+}
+
 #[wasm_bindgen]
 pub struct Engine {
     model: Transformer,
@@ -107,14 +161,14 @@ pub struct Engine {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Builds the model from the three files' bytes (already size- and SHA-256-checked by the worker).
-    /// The weights come as a `Vec`: their one copy in wasm memory becomes the model's storage.
+    /// Builds the model from the three files (already checked by the worker against the manifest).
+    /// The weights' buffer is taken: their one copy in wasm memory becomes the model's storage.
     /// `context`: KV cache positions (left out: 2,048; capped by the model's limit; `info()`
     /// reports what was allocated as `max_context`).
     #[wasm_bindgen(constructor)]
-    pub fn new(config: &[u8], tokenizer: &[u8], weights: Vec<u8>, context: Option<u32>) -> Result<Engine, JsError> {
+    pub fn new(config: &FileBuffer, tokenizer: &FileBuffer, weights: FileBuffer, context: Option<u32>) -> Result<Engine, JsError> {
         let opts = LoadOptions { max_context: requested_context(context), capture_window: Some(DEFAULT_CAPTURE_WINDOW), memory_limit: Some(WASM_MEMORY_LIMIT) };
-        let loaded = load(config, tokenizer, "the weights file", weights, &opts).map_err(js_err)?;
+        let loaded = load(&config.bytes, &tokenizer.bytes, "the weights file", weights.bytes, &opts).map_err(js_err)?;
         Ok(Engine { model: loaded.model, tokenizer: loaded.tokenizer, generation: None })
     }
 

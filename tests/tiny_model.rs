@@ -269,6 +269,25 @@ fn kv_cached_steps_match_a_full_recompute() {
 }
 
 #[test]
+fn after_a_reset_the_cache_is_written_over_as_by_a_fresh_model() {
+    let c = tiny_config();
+    let file = tiny_file(&c, GgmlKind::Q8_0);
+    let mut reused = engine(&c, &file, false);
+    reused.forward(&PROMPT).unwrap();
+    reused.reset();
+    // Shorter than the first sequence, then past its end: positions written over, then new ones.
+    let second: Vec<u32> = PROMPT.iter().rev().copied().collect();
+    reused.forward(&second[..3]).unwrap();
+    let mut fresh = engine(&c, &file, false);
+    fresh.forward(&second[..3]).unwrap();
+    for &id in &second[3..] {
+        assert_eq!(reused.forward(&[id]).unwrap(), fresh.forward(&[id]).unwrap());
+    }
+    reused.forward(&[1, 2]).unwrap();
+    assert_eq!(reused.forward(&[3]).unwrap(), fresh.forward(&[1, 2, 3]).unwrap());
+}
+
+#[test]
 fn captured_attention_is_causal_and_rows_are_probabilities() {
     let c = tiny_config();
     let file = tiny_file(&c, GgmlKind::Q8_0);

@@ -1,14 +1,17 @@
 // Model files: fetch with progress, verify size and SHA-256 against the manifest, keep verified
 // files in the Cache API. Runs in the worker.
 //
-// Nothing is cached before it is verified, and a cached file is checked again before use: a
-// corrupt or truncated entry is deleted and downloaded afresh, with a note saying so. The check on
-// reading is against a fingerprint stored with the entry when its SHA-256 was verified (a
-// SHA-256 of 143 MB costs a few hundred milliseconds of every warm load; the fingerprint about a
-// tenth of that, and still catches any damaged word). Entries without one get the SHA-256. Entries are
-// keyed by URL plus `?sha256=<hex>` (a query, not a fragment: the Cache API ignores fragments when
-// matching), so a new model version never reads an old file, and storing a new version deletes the
-// old ones. If the storage quota is full the app still runs, uncached, and says so.
+// Every file lands in a buffer the caller opens (the engine's `FileBuffer`, in wasm memory): a
+// cached file streams into it piece by piece, so the weights are copied once and the check runs
+// while the next piece is read. Nothing is cached before it is verified, and a cached file is
+// checked again before use: a corrupt or truncated entry is deleted and downloaded afresh, with a
+// note saying so. The check on reading is against a fingerprint (src/fingerprint.rs) stored with
+// the entry when its SHA-256 was verified: a SHA-256 of 143 MB costs a few hundred milliseconds
+// of every warm load, the fingerprint a tenth of that, and it still catches any damaged word.
+// Entries without one get the SHA-256. Entries are keyed by URL plus `?sha256=<hex>` (a query,
+// not a fragment: the Cache API ignores fragments when matching), so a new model version never
+// reads an old file, and storing a new version deletes the old ones. If the storage quota is
+// full the app still runs, uncached, and says so.
 
 export const CACHE_NAME = 'attnscope-models-v1';
 
@@ -29,26 +32,6 @@ export async function sha256(bytes) {
 }
 
 const FINGERPRINT = 'x-attnscope-fingerprint';
-
-/**
- * A fast check of a file already verified by SHA-256: two interleaved multiplicative hashes over
- * 32-bit words. Each step is invertible in the state and in the word, so a change to any single
- * word always changes the result. Not a defence against tampering (the SHA-256 was, on download).
- */
-export function fingerprint(bytes) {
-  if (bytes.byteOffset % 4) bytes = bytes.slice(); // a word view needs an aligned start
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
-  let a = 0x811c9dc5 ^ bytes.byteLength;
-  let b = 0x2545f491;
-  const n = words.length & ~1;
-  for (let i = 0; i < n; i += 2) {
-    a = Math.imul(a ^ words[i], 0x01000193);
-    b = Math.imul(b ^ words[i + 1], 0x9e3779b1);
-  }
-  if (n < words.length) a = Math.imul(a ^ words[n], 0x01000193);
-  for (let i = words.length * 4; i < bytes.byteLength; i++) b = Math.imul(b ^ bytes[i], 0x9e3779b1);
-  return `${(a >>> 0).toString(16).padStart(8, '0')}${(b >>> 0).toString(16).padStart(8, '0')}`;
-}
 
 async function openCache() {
   try {
@@ -114,11 +97,13 @@ async function deleteOtherVersions(cache, url, keep) {
 }
 
 /**
- * Loads `names` from the model folder at `base`. Returns {files: {name: Uint8Array}, manifest, fromCache}.
+ * Loads `names` from the model folder at `base`, each into `open(name, size)`: a buffer with
+ * append(Uint8Array), length(), fingerprint() and free(). Returns {files: {name: buffer},
+ * manifest, fromCache}; on failure the buffers it opened are freed.
  * onProgress({file, loaded, total, phase, overallLoaded, overallTotal}) with phase download /
  * verify / cached; note(text) for things a person should read.
  */
-export async function loadModelFiles(base, names, onProgress, note) {
+export async function loadModelFiles(base, names, open, onProgress, note) {
   const cache = await openCache();
   const manifest = await loadManifest(base, cache, note);
   for (const name of names) {
@@ -129,45 +114,83 @@ export async function loadModelFiles(base, names, onProgress, note) {
   const files = {};
   let allFromCache = true;
   let cacheUsable = !!cache;
-  for (const name of names) {
-    const entry = manifest.files[name];
-    const report = (p) => onProgress({ ...p, overallLoaded: done + p.loaded, overallTotal });
-    const url = new URL(name, base).href;
-    const key = cacheKey(url, entry.sha256);
-    let bytes = null;
-    if (cache) {
-      const cached = await cache.match(key);
+  try {
+    for (const name of names) {
+      const entry = manifest.files[name];
+      const report = (p) => onProgress({ ...p, overallLoaded: done + p.loaded, overallTotal });
+      const url = new URL(name, base).href;
+      const key = cacheKey(url, entry.sha256);
+      const cached = cache && (await cache.match(key));
       if (cached) {
-        report({ file: name, loaded: 0, total: entry.size, phase: 'verify' });
-        const candidate = new Uint8Array(await cached.arrayBuffer());
-        const recorded = cached.headers.get(FINGERPRINT);
-        const intact = async () => (recorded ? fingerprint(candidate) === recorded : (await sha256(candidate)) === entry.sha256);
-        if (candidate.byteLength === entry.size && (await intact())) {
-          bytes = candidate;
-          report({ file: name, loaded: entry.size, total: entry.size, phase: 'cached' });
-        } else {
+        const buffer = open(name, entry.size);
+        const damage = await readCached(cached, name, entry, buffer, report).catch((e) => `it could not be read: ${e.message}`);
+        if (damage) {
+          buffer.free();
           await cache.delete(key);
-          note(`the cached copy of ${name} was damaged (${candidate.byteLength === entry.size ? 'its content changed since it was verified' : `${candidate.byteLength} bytes instead of ${entry.size}`}); it was deleted and is being downloaded again`);
+          note(`the cached copy of ${name} was damaged (${damage}); it was deleted and is being downloaded again`);
+        } else {
+          files[name] = buffer;
         }
       }
-    }
-    if (!bytes) {
-      allFromCache = false;
-      bytes = await download(url, name, entry, report, note);
-      if (cacheUsable) {
-        try {
-          await cache.put(key, new Response(bytes, { headers: { 'content-type': 'application/octet-stream', [FINGERPRINT]: fingerprint(bytes) } }));
-          await deleteOtherVersions(cache, url, key);
-        } catch (e) {
-          cacheUsable = false;
-          note(`could not keep ${name} for next time (${e.name === 'QuotaExceededError' ? 'storage is full' : e.message}); running without the cache`);
+      if (!files[name]) {
+        allFromCache = false;
+        const bytes = await download(url, name, entry, report, note);
+        const buffer = open(name, entry.size);
+        files[name] = buffer;
+        buffer.append(bytes);
+        if (cacheUsable) {
+          try {
+            await cache.put(key, new Response(bytes, { headers: { 'content-type': 'application/octet-stream', [FINGERPRINT]: buffer.fingerprint() } }));
+            await deleteOtherVersions(cache, url, key);
+          } catch (e) {
+            cacheUsable = false;
+            note(`could not keep ${name} for next time (${e.name === 'QuotaExceededError' ? 'storage is full' : e.message}); running without the cache`);
+          }
         }
       }
+      done += entry.size;
     }
-    files[name] = bytes;
-    done += entry.size;
+  } catch (e) {
+    for (const buffer of Object.values(files)) buffer.free();
+    throw e;
   }
   return { files, manifest, fromCache: allFromCache };
+}
+
+/**
+ * Reads a cached entry into `buffer`: streamed and fingerprinted piece by piece when the entry
+ * has a fingerprint, else whole and checked by SHA-256. Returns what is wrong with it, or null.
+ */
+async function readCached(cached, name, entry, buffer, report) {
+  report({ file: name, loaded: 0, total: entry.size, phase: 'verify' });
+  const recorded = cached.headers.get(FINGERPRINT);
+  if (!recorded) {
+    const bytes = new Uint8Array(await cached.arrayBuffer());
+    if (bytes.byteLength !== entry.size) return `${bytes.byteLength} bytes instead of ${entry.size}`;
+    if ((await sha256(bytes)) !== entry.sha256) return 'its content changed since it was verified';
+    buffer.append(bytes);
+  } else {
+    const reader = cached.body.getReader();
+    let last = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (buffer.length() + value.byteLength > entry.size) {
+        await reader.cancel();
+        return `more than the ${entry.size} bytes it should have`;
+      }
+      buffer.append(value);
+      const now = performance.now();
+      if (now - last > 50) {
+        last = now;
+        report({ file: name, loaded: buffer.length(), total: entry.size, phase: 'verify' });
+      }
+    }
+    if (buffer.length() !== entry.size) return `${buffer.length()} bytes instead of ${entry.size}`;
+    if (buffer.fingerprint() !== recorded) return 'its content changed since it was verified';
+  }
+  report({ file: name, loaded: entry.size, total: entry.size, phase: 'cached' });
+  return null;
 }
 
 const ATTEMPTS = 3;

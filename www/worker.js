@@ -168,17 +168,29 @@ async function load({ quant = 'q8_0', base, threads, relaxed, context }) {
     engine = null;
     info = null;
     const weightsName = `model.${quant}.safetensors`;
+    const opened = {};
+    const open = (name, size) => {
+      // One growth of wasm memory for what loading will hold, rather than one per allocation
+      // (config.json comes first).
+      if (name === weightsName) glue.reserve_memory(opened['config.json'], size, positions);
+      return (opened[name] = new glue.FileBuffer(name, size));
+    };
     const { files, fromCache } = await loadModelFiles(
       base,
       ['config.json', 'tokenizer.json', weightsName],
+      open,
       (p) => post(MSG.PROGRESS, p),
       (text) => post(MSG.STATUS, { text, notice: true }),
     );
     post(MSG.STATUS, { text: 'building the model…' });
     const filesReady = performance.now();
-    // One growth of wasm memory for what loading will hold, rather than one per allocation.
-    glue.reserve_memory(files['config.json'], files[weightsName].byteLength, positions);
-    engine = new glue.Engine(files['config.json'], files['tokenizer.json'], files[weightsName], positions);
+    try {
+      // Takes the weights' buffer (freed with the engine, or at once if building fails).
+      engine = new glue.Engine(files['config.json'], files['tokenizer.json'], files[weightsName], positions);
+    } finally {
+      files['config.json'].free();
+      files['tokenizer.json'].free();
+    }
     info = { ...JSON.parse(engine.info()), threads: glue.threads(), relaxed_simd: glueDir.endsWith('-relaxed'), wasm_memory_bytes: glue.memory_bytes() };
     const end = performance.now();
     const phasesMs = { wasm: wasmReady - started, files: filesReady - wasmReady, build: end - filesReady };

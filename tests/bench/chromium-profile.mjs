@@ -28,7 +28,7 @@ try {
   await page.evaluate(async (quant) => {
     const m = await import('/pkg/attnscope.js');
     await m.default({ module_or_path: '/pkg/attnscope_bg.wasm' });
-    const get = async (f) => new Uint8Array(await (await fetch(`/models/smollm2-135m-instruct/${f}`)).arrayBuffer());
+    const get = async (f) => m.FileBuffer.of(new Uint8Array(await (await fetch(`/models/smollm2-135m-instruct/${f}`)).arrayBuffer()));
     window.engine = new m.Engine(await get('config.json'), await get('tokenizer.json'), await get(`model.${quant}.safetensors`));
   }, quant);
   const sentence = 'The history of the transformer architecture is long. ';

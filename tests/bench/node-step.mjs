@@ -11,12 +11,13 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PKG = process.env.PKG ?? join(ROOT, 'www/pkg');
-const { initSync, Engine } = await import(join(PKG, 'attnscope.js'));
+const { initSync, Engine, FileBuffer } = await import(join(PKG, 'attnscope.js'));
 initSync({ module: readFileSync(join(PKG, 'attnscope_bg.wasm')) });
 
 const quant = process.env.QUANT ?? 'q8_0';
 const model = join(ROOT, 'models/smollm2-135m-instruct');
-const engine = new Engine(readFileSync(join(model, 'config.json')), readFileSync(join(model, 'tokenizer.json')), readFileSync(join(model, `model.${quant}.safetensors`)));
+const file = (name) => FileBuffer.of(readFileSync(join(model, name)));
+const engine = new Engine(file('config.json'), file('tokenizer.json'), file(`model.${quant}.safetensors`));
 const contextTokens = Number(process.env.CONTEXT ?? 0);
 const prompt = contextTokens ? 'The history of the transformer architecture is long. '.repeat(Math.ceil(contextTokens / 10)) : 'The history of the transformer architecture is long. It began with attention, then';
 const n = Number(process.env.TOKENS ?? 64);
