@@ -7,6 +7,7 @@
 // beside this file and the model in ../models/ next to www/.
 
 import { MSG, PROTOCOL_VERSION, message } from './protocol.js';
+import { sha256 } from './digest.js';
 
 /** The model folder, next to www/ (serve.rs maps /models/ beside the www/ root; a plain static
  * server that serves the repository root has /www/ and /models/ side by side). */
@@ -73,6 +74,10 @@ export class WorkerClient {
       this.onEvent({ type: 'version-mismatch', got: msg?.v });
       return;
     }
+    if (msg.type === MSG.COMPILE) {
+      this.compile(msg);
+      return;
+    }
     const p = msg.id !== undefined ? this.pending.get(msg.id) : null;
     if (p && (REPLIES.has(msg.type) || msg.type === MSG.ERROR)) {
       this.pending.delete(msg.id);
@@ -81,6 +86,32 @@ export class WorkerClient {
       if (msg.type !== MSG.ERROR || !msg.crashed) return; // a crash also concerns the page
     }
     this.onEvent(msg);
+  }
+
+  /**
+   * Compiles the worker's .wasm here, for the worker: Chrome keeps the optimised machine code of a
+   * module compiled from a cacheable response in its cache and reuses it on the next visit, but
+   * only for a page, not a worker. Compiled in the worker, every load began on the baseline
+   * compiler, and the first prompt took 150 ms instead of 55. A server that does not send
+   * `application/wasm` gets a plain compile (the same module, without the cache).
+   */
+  async compile({ id, url }) {
+    const worker = this.worker;
+    try {
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(`${new URL(url).pathname} answered ${response.status}`);
+      const bytes = response.clone().arrayBuffer();
+      let module;
+      try {
+        module = await WebAssembly.compileStreaming(response);
+      } catch (e) {
+        if (e instanceof WebAssembly.CompileError) throw e;
+        module = await WebAssembly.compile(await bytes);
+      }
+      worker?.postMessage(message(MSG.COMPILED, { id, module, sha256: await sha256(await bytes) }));
+    } catch (e) {
+      worker?.postMessage(message(MSG.COMPILED, { id, error: e.message, name: e.name }));
+    }
   }
 }
 

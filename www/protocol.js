@@ -3,7 +3,7 @@
 // says so instead of misreading it (a stale cached page beside a new worker). Fields and replies
 // are documented in docs/PROTOCOL.md; bump the version when a field changes meaning.
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 export const MSG = Object.freeze({
   // page → worker
@@ -18,6 +18,7 @@ export const MSG = Object.freeze({
   LOGIT_LENS: 'logit-lens', // {id, k}               (reply: {layers, position})
   HEAD_STATS: 'head-stats', // {id}                  (reply: {stats, names, layers, heads, size})
   CRASH_FOR_TESTS: 'crash-for-tests', // {id, kind, message}  test-only: a real panic or OOM (reply: a crashed error)
+  COMPILED: 'compiled', // {id, module, sha256} or {id, error, name}: the reply to `compile`
   // worker → page
   PROGRESS: 'progress', // {file, loaded, total, phase, overallLoaded, overallTotal}
   STATUS: 'status', // {text, notice}
@@ -26,6 +27,7 @@ export const MSG = Object.freeze({
   TOKEN: 'token', // {id, token: {id, text, label}, index, seqLen, stats, predictions}
   DONE: 'done', // {id, reason, stats, ids, text, seqLen, tokensAfterStop}
   ERROR: 'error', // {id?, request?, message, fix, file?, fatal, crashed?}
+  COMPILE: 'compile', // {id, url}: the worker asks the page to compile its .wasm (reply: `compiled`)
 });
 
 export function message(type, body = {}) {

@@ -13,6 +13,8 @@
 // reads an old file, and storing a new version deletes the old ones. If the storage quota is
 // full the app still runs, uncached, and says so.
 
+import { sha256 } from './digest.js';
+
 export const CACHE_NAME = 'attnscope-models-v1';
 
 export class FileError extends Error {
@@ -21,14 +23,6 @@ export class FileError extends Error {
     this.file = file;
     this.fix = fix;
   }
-}
-
-export function hex(buffer) {
-  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-export async function sha256(bytes) {
-  return hex(await crypto.subtle.digest('SHA-256', bytes));
 }
 
 const FINGERPRINT = 'x-attnscope-fingerprint';

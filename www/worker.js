@@ -6,7 +6,7 @@
 // `crashed` error and the page offers to start a fresh worker. See docs/PROTOCOL.md.
 
 import { MSG, PROTOCOL_VERSION, message } from './protocol.js';
-import { FileError, loadModelFiles, sha256 } from './weights.js';
+import { FileError, loadModelFiles } from './weights.js';
 
 let glue = null; // the wasm-bindgen module (www/pkg/attnscope.js), once initialised
 let glueReady = null; // its initialisation, shared by every `load`
@@ -120,21 +120,35 @@ async function instantiate({ dir, threads }) {
     throw new FileError(`${dir}/attnscope.js`, `the WebAssembly build could not be loaded (${e.message})`, 'build it on the server with ./build.sh build (or ./build.sh serve), then reload');
   }
   const url = new URL(`./${dir}/attnscope_bg.wasm`, import.meta.url);
-  const response = await fetch(url);
-  if (!response.ok) throw new FileError(`${dir}/attnscope_bg.wasm`, `${url.pathname} answered ${response.status}`, 'build it on the server with ./build.sh build, then reload');
-  const bytes = await response.arrayBuffer();
+  const compiled = await compiledByPage(url);
+  if (compiled.error) {
+    if (compiled.name === 'CompileError') throw new WebAssembly.CompileError(compiled.error);
+    throw new FileError(`${dir}/attnscope_bg.wasm`, `the WebAssembly build could not be fetched (${compiled.error})`, 'build it on the server with ./build.sh build, then reload');
+  }
   // build.sh appends BUILD_ID (the SHA-256 of the .wasm) to the glue; a browser cache holding
   // one file of one build and one of another would otherwise fail with an obscure LinkError.
-  if (!module.BUILD_ID || (await sha256(bytes)) !== module.BUILD_ID) {
+  if (!module.BUILD_ID || compiled.sha256 !== module.BUILD_ID) {
     throw new FileError(`${dir}/attnscope_bg.wasm`, STALE_BUILD, RELOAD_FIX);
   }
-  await module.default({ module_or_path: bytes });
+  await module.default({ module_or_path: compiled.module });
   if (threads > 1) {
     // A pool whose workers cannot start (a policy refusing them, say) would wait for ever.
     const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('its Web Workers did not start within 20 s')), 20_000));
     await Promise.race([module.initThreadPool(threads), timeout]);
   }
   return module;
+}
+
+const compiling = new Map(); // id → resolve, for `compile` requests to the page
+let lastCompileId = 0;
+
+/** The .wasm at `url`, compiled by the page (client.js says why): the `compiled` reply. */
+function compiledByPage(url) {
+  const id = ++lastCompileId;
+  return new Promise((resolve) => {
+    compiling.set(id, resolve);
+    post(MSG.COMPILE, { id, url: url.href });
+  });
 }
 
 /**
@@ -340,6 +354,11 @@ onmessage = async (event) => {
   const msg = event.data;
   if (msg?.v !== PROTOCOL_VERSION) {
     post(MSG.ERROR, { id: msg?.id, message: `the page speaks protocol version ${msg?.v}, this worker ${PROTOCOL_VERSION}: ${STALE_BUILD}`, fix: RELOAD_FIX, fatal: true });
+    return;
+  }
+  if (msg.type === MSG.COMPILED) {
+    compiling.get(msg.id)?.(msg);
+    compiling.delete(msg.id);
     return;
   }
   if (msg.type === MSG.STOP) {

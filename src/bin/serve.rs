@@ -1,7 +1,9 @@
 //! The development and demo server: `www/` at `/`, `models/` at `/models/`, on 127.0.0.1:8080.
 //! tower-http's `ServeDir` does MIME types (`application/wasm`), range requests and conditional
 //! requests; this file only adds the headers the page needs: cross-origin isolation (COOP/COEP,
-//! so a threaded build can use SharedArrayBuffer) and a strict Content-Security-Policy.
+//! so a threaded build can use SharedArrayBuffer), a strict Content-Security-Policy, and
+//! `no-cache`: the browser asks each time whether a file changed (a rebuild is seen at once) and
+//! keeps what did not, with Chrome's compiled code for the .wasm.
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
@@ -35,7 +37,8 @@ async fn main() -> std::process::ExitCode {
         .layer(header("cross-origin-embedder-policy", "require-corp"))
         .layer(header("cross-origin-resource-policy", "same-origin"))
         .layer(header("content-security-policy", CSP))
-        .layer(header("x-content-type-options", "nosniff"));
+        .layer(header("x-content-type-options", "nosniff"))
+        .layer(header("cache-control", "no-cache"));
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
