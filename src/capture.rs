@@ -118,6 +118,35 @@ impl AttentionCapture {
         (t, out)
     }
 
+    /// The pattern max-pooled into size × size cells (or, when t < size, its entries repeated):
+    /// the all-heads overview. Read from the stored triangle, without the full t × t matrix, and
+    /// compared as f16 bit patterns, which for probabilities (non-negative) order as the values
+    /// do: at 512 tokens, building the 270 full matrices first took ~160 ms of the worker's time,
+    /// every overview. Writes size² values into `out`.
+    pub fn thumbnail(&self, layer: usize, head: usize, size: usize, out: &mut [f32]) {
+        let t = self.len(layer, head);
+        let store = &self.rows[layer * self.n_heads + head];
+        let cell = |o: usize| (o * t / size, ((o + 1) * t).div_ceil(size).max(o * t / size + 1).min(t));
+        for oy in 0..size {
+            let (y0, y1) = cell(oy);
+            for ox in 0..size {
+                let (x0, x1) = cell(ox);
+                let mut most = 0u16; // +0.0: as f32::max over the cell starting from 0
+                for y in y0.max(x0)..y1 {
+                    let row = &store[y * (y + 1) / 2..y * (y + 1) / 2 + y + 1];
+                    for p in &row[x0..x1.min(y + 1)] {
+                        // Negative values (none) and NaN (none) count as 0, as f32::max(0, v) would.
+                        let bits = p.to_bits();
+                        if bits <= 0x7c00 {
+                            most = most.max(bits);
+                        }
+                    }
+                }
+                out[oy * size + ox] = f16::from_bits(most).to_f32();
+            }
+        }
+    }
+
     /// One row: how query `query` spread its attention over keys 0..=query.
     pub fn row(&self, layer: usize, head: usize, query: usize) -> Option<Vec<f32>> {
         let store = &self.rows[layer * self.n_heads + head];
@@ -203,6 +232,39 @@ mod tests {
         assert_eq!(m[0 * 3 + 1], 0.0, "above the diagonal is zero");
         assert!((m[2 * 3..3 * 3].iter().sum::<f32>() - 1.0).abs() < 1e-3);
         assert_eq!(AttentionCapture::bound_bytes(30, 9, 64, 512), 30 * 9 * (512 * 513 / 2 * 2 + 512 * 64 * 4));
+    }
+
+    /// The overview's definition: each cell is the largest entry of the full matrix within it.
+    fn pooled(m: &[f32], t: usize, size: usize) -> Vec<f32> {
+        let cell = |o: usize| (o * t / size, ((o + 1) * t).div_ceil(size).max(o * t / size + 1).min(t));
+        let mut out = vec![0f32; size * size];
+        for oy in 0..size {
+            for ox in 0..size {
+                let ((y0, y1), (x0, x1)) = (cell(oy), cell(ox));
+                out[oy * size + ox] = (y0..y1).flat_map(|y| (x0..x1).map(move |x| (y, x))).fold(0f32, |v, (y, x)| v.max(m[y * t + x]));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_thumbnail_is_the_largest_probability_in_each_cell_of_the_pattern() {
+        for (t, size) in [(1, 4), (3, 8), (7, 3), (24, 24), (50, 24), (61, 24), (100, 7)] {
+            let mut c = AttentionCapture::new(1, 1, 128);
+            for q in 0..t {
+                let raw: Vec<f32> = (0..=q).map(|k| ((q * 31 + k * 17) % 23) as f32 + 0.5).collect();
+                let sum: f32 = raw.iter().sum();
+                c.record(0, 0, q, &raw.iter().map(|r| r / sum).collect::<Vec<_>>());
+            }
+            let (t, m) = c.pattern(0, 0);
+            let mut thumb = vec![f32::NAN; size * size];
+            c.thumbnail(0, 0, size, &mut thumb);
+            assert_eq!(thumb, pooled(&m, t, size), "{t} tokens into {size} × {size}");
+        }
+        let empty = AttentionCapture::new(1, 1, 8);
+        let mut thumb = vec![f32::NAN; 4];
+        empty.thumbnail(0, 0, 2, &mut thumb);
+        assert_eq!(thumb, [0.0; 4], "nothing captured yet");
     }
 
     #[test]

@@ -313,31 +313,10 @@ impl Engine {
         let mut out = vec![0f32; c.n_layers * c.n_heads * size * size];
         for l in 0..c.n_layers {
             for h in 0..c.n_heads {
-                let (t, m) = cap.pattern(l, h);
-                let thumb = &mut out[(l * c.n_heads + h) * size * size..(l * c.n_heads + h + 1) * size * size];
-                pool(&m, t, thumb, size);
+                cap.thumbnail(l, h, size, &mut out[(l * c.n_heads + h) * size * size..(l * c.n_heads + h + 1) * size * size]);
             }
         }
         Ok(js_sys::Float32Array::from(out.as_slice()))
     }
 }
 
-/// Max-pools (or, when t < size, repeats) a t × t matrix into size × size.
-fn pool(m: &[f32], t: usize, out: &mut [f32], size: usize) {
-    if t == 0 {
-        return;
-    }
-    for oy in 0..size {
-        let (y0, y1) = (oy * t / size, ((oy + 1) * t).div_ceil(size).max(oy * t / size + 1));
-        for ox in 0..size {
-            let (x0, x1) = (ox * t / size, ((ox + 1) * t).div_ceil(size).max(ox * t / size + 1));
-            let mut v = 0f32;
-            for y in y0..y1.min(t) {
-                for x in x0..x1.min(t) {
-                    v = v.max(m[y * t + x]);
-                }
-            }
-            out[oy * size + ox] = v;
-        }
-    }
-}
