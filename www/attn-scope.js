@@ -14,7 +14,7 @@
 // should leave `autorun` off so that only the ones a reader starts are loaded.
 
 import { MSG } from './protocol.js';
-import { MODEL_BASE, WorkerClient, engineOptions } from './client.js';
+import { MODEL_BASE, TEXT_EVERY_MS, WorkerClient, engineOptions } from './client.js';
 import { FIELD_NAMES, readSettings, elementSnippet, iframeSnippet, viewLink, copyText } from './share.js';
 import { SINK_MODES } from './heatmap.js';
 import { make } from './views/teach-dom.js';
@@ -24,7 +24,9 @@ import './views/token-text.js';
 import './views/teach-tabs.js';
 
 const STYLESHEET = new URL('./scope.css', import.meta.url).href;
-const REFRESH_EVERY_MS = 400; // the live views are redrawn at most this often while generating
+// The live views are redrawn at most this often while generating, and a millisecond longer for
+// each token they show (their cost grows with it; main.js's REDRAW_EVERY_MS says what it costs).
+const REFRESH_EVERY_MS = 400;
 
 function ensureStylesheet() {
   if ([...document.querySelectorAll('link[rel=stylesheet]')].some((l) => l.href === STYLESHEET)) return;
@@ -53,6 +55,7 @@ export class AttnScope extends HTMLElement {
     this.refreshing = false;
     this.refreshAgain = false;
     this.lastRefresh = 0;
+    this.textTimer = null; // the answer's text waiting for TEXT_EVERY_MS to pass
     /** Resolves with {ids, text, stats} of the first run (autorun or Run). */
     this.done = new Promise((resolve, reject) => {
       this.resolveDone = resolve;
@@ -284,8 +287,8 @@ export class AttnScope extends HTMLElement {
         this.run.labels.push(msg.token.label);
         this.run.predictions.push(msg.predictions);
         this.run.text += msg.token.text;
-        this.answer.textContent = this.run.text;
-        if (performance.now() - this.lastRefresh > REFRESH_EVERY_MS) this.refresh();
+        this.textTimer ??= setTimeout(() => this.showText(), TEXT_EVERY_MS);
+        if (performance.now() - this.lastRefresh > REFRESH_EVERY_MS + (this.pattern?.size ?? 0)) this.refresh();
         return;
       case MSG.DONE:
         if (this.run?.id !== msg.id) return;
@@ -347,6 +350,7 @@ export class AttnScope extends HTMLElement {
       this.status.textContent = 'reading the prompt…';
       this.client.send(MSG.GENERATE, { id, prompt, options });
       const result = await promise;
+      this.showText();
       this.run.finished = true;
       this.status.textContent = `${result.stats.prompt_tokens} prompt tokens + ${result.stats.generated_tokens} generated (${{ eos: 'the model ended its answer', max_tokens: 'max tokens reached', context_full: 'context full', stopped: 'stopped' }[result.stats.stop_reason] ?? result.stats.stop_reason}), seed ${result.stats.seed}.`;
       this.lastRefresh = 0;
@@ -355,6 +359,7 @@ export class AttnScope extends HTMLElement {
       this.dispatchEvent(new CustomEvent('attnscope:done', { detail: result, bubbles: true }));
       return result;
     } catch (e) {
+      this.showText(); // what it wrote before the error stays
       if (this.run) this.run.finished = true;
       this.rejectDone(e);
       this.status.textContent = `${e.message}${e.fix ? `. Fix: ${e.fix}` : ''}`;
@@ -363,6 +368,13 @@ export class AttnScope extends HTMLElement {
       this.runButton.disabled = false;
       this.appLink.href = viewLink(this.currentSettings(), 'index.html');
     }
+  }
+
+  /** Writes the run's text so far (see TEXT_EVERY_MS). */
+  showText() {
+    clearTimeout(this.textTimer);
+    this.textTimer = null;
+    if (this.run) this.answer.textContent = this.run.text;
   }
 
   /** {tokens, weights}: the current pattern of one head as rows, like window.attnscope.attention. */

@@ -15,6 +15,12 @@ export const MODEL_BASE = new URL('../models/smollm2-135m-instruct/', import.met
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
+/** While tokens stream, a page writes the answer's text at most this often (20 times a second
+ * still reads as streaming): each write is a frame to lay out, paint and composite, and at 50
+ * tokens a second those frames took the cores the model needs. The app on two threads, short
+ * prompt: 45–51 → 54–64 tokens/s (docs/PERFORMANCE.md). */
+export const TEXT_EVERY_MS = 50;
+
 /** Replies that answer a request (matched by `id`); everything else goes to `onEvent`. */
 const REPLIES = new Set([MSG.ATTENTION, MSG.OVERVIEW, MSG.TOKENIZE, MSG.SEQUENCE, MSG.EXPLAIN, MSG.LOGIT_LENS, MSG.HEAD_STATS]);
 

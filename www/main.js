@@ -2,7 +2,7 @@
 // this file only sends requests (protocol.js) and hands what comes back to the views.
 
 import { MSG } from './protocol.js';
-import { MODEL_BASE, WorkerClient, engineOptions, randomSeed } from './client.js';
+import { MODEL_BASE, TEXT_EVERY_MS, WorkerClient, engineOptions, randomSeed } from './client.js';
 import { SINK_MODES } from './heatmap.js';
 import { FIELD_NAMES, readSettings, viewLink, elementSnippet, iframeSnippet, copyText } from './share.js';
 import { patternCSV, patternJSON, patternPNG, patternSVG, exportName, download } from './export.js';
@@ -24,9 +24,11 @@ const REQUESTED_RELAXED = PAGE_PARAMS.get('relaxed') !== '0';
 const $ = (id) => document.getElementById(id);
 const OVERVIEW_SIZE = 24; // thumbnail cells per side in the all-heads grid
 const OVERVIEW_EVERY_MS = 1500; // the grid is refreshed at most this often during a generation
-// While tokens stream, the views redraw at most this often: redrawing per token kept the page's
-// main thread busy all the time (a whole core on a two-core laptop), taking the core a second
-// compute thread needs; the text itself still appears token by token.
+// While tokens stream, the views redraw at most this often, and a millisecond longer for each
+// token they show (their cost grows with it): redrawing per token kept the page's main thread
+// busy all the time (a whole core on a two-core laptop), taking the core a second compute thread
+// needs. At 992 tokens of context on two threads, every 200 ms decoded 24 tokens/s, every
+// 500 ms 30, every 1000 ms 32 (docs/PERFORMANCE.md).
 const REDRAW_EVERY_MS = 200;
 
 const state = {
@@ -47,6 +49,7 @@ const state = {
   lastOverviewAt: 0,
   lastRefreshAt: 0,
   redrawTimer: null, // a refresh waiting for REDRAW_EVERY_MS to pass
+  textTimer: null, // the running answer's text waiting for TEXT_EVERY_MS to pass
 };
 
 // ---------------------------------------------------------------- the worker
@@ -180,17 +183,26 @@ function onToken({ id, token, stats, predictions }) {
   run.labels.push(token.label);
   run.predictions.push(predictions);
   run.text += token.text;
-  $('output-text').textContent = run.text;
-  $('output').scrollTop = $('output').scrollHeight;
-  showStats(stats);
-  document.dispatchEvent(new CustomEvent('attnscope:token', { detail: { id: token.id, index: run.ids.length - 1, stats } }));
+  run.stats = stats;
+  state.textTimer ??= setTimeout(() => showText(run), TEXT_EVERY_MS);
+  document.dispatchEvent(new CustomEvent('attnscope:token', { detail: { id: token.id, index: run.ids.length - 1, text: token.text, stats } }));
   redrawSoon();
 }
 
-/** A refresh after this token, no sooner than REDRAW_EVERY_MS after the last one began. */
+/** Writes `run`'s text and figures so far (a run that ends is written at once). */
+function showText(run) {
+  clearTimeout(state.textTimer);
+  state.textTimer = null;
+  if (run !== state.run) return; // another run began since
+  $('output-text').textContent = run.text;
+  $('output').scrollTop = $('output').scrollHeight;
+  if (run.stats) showStats(run.stats);
+}
+
+/** A refresh after this token, no sooner than REDRAW_EVERY_MS (plus the tokens on show) after the last one began. */
 function redrawSoon() {
   if (state.redrawTimer !== null) return;
-  const wait = Math.max(0, state.lastRefreshAt + REDRAW_EVERY_MS - performance.now());
+  const wait = Math.max(0, state.lastRefreshAt + REDRAW_EVERY_MS + (state.pattern?.size ?? 0) - performance.now());
   state.redrawTimer = setTimeout(() => {
     state.redrawTimer = null;
     refreshAttention();
@@ -200,6 +212,7 @@ function redrawSoon() {
 function onDone({ id, reason, stats, ids, text, tokensAfterStop }) {
   const run = state.run;
   if (!run || run.id !== id) return;
+  showText(run);
   state.run = null;
   state.lastRun = run;
   setBusy();
@@ -216,6 +229,7 @@ function onDone({ id, reason, stats, ids, text, tokensAfterStop }) {
 function onError({ id, request: what, message: text, fix, fatal, crashed }) {
   const error = Object.assign(new Error(text), { fix });
   if (state.run && (id === state.run.id || crashed)) {
+    showText(state.run); // what it wrote before the error stays on the page
     state.run.reject(error);
     state.run = null;
     $('stat-reason').textContent = crashed ? 'the model crashed' : 'failed';

@@ -373,15 +373,17 @@ async function restartFromBanner(page) {
 
 test('a panic in the engine during a generation is shown readably, and a restart keeps the prompt and the text and repeats the run exactly', SLOW, async () => {
   const page = b.page;
-  // The run without a crash, and the text on screen after each of its tokens.
+  // The run without a crash, and its text after each of its tokens (the page writes it at most
+  // every 50 ms, and all of it when the run ends or fails).
   await page.evaluate(() => {
     window.__shown = [];
-    document.addEventListener('attnscope:token', () => window.__shown.push(document.getElementById('output-text').textContent));
+    document.addEventListener('attnscope:token', (e) => window.__shown.push((window.__shown.at(-1) ?? '') + e.detail.text));
   });
   const whole = await page.evaluate((run) => window.attnscope.generate(run), CRASH_RUN);
   const texts = await page.evaluate(() => window.__shown.splice(0));
   assert.equal(texts.length, whole.ids.length);
   assert.equal(texts.at(-1), whole.text);
+  assert.equal(await page.textContent('#output-text'), whole.text);
 
   // The same run again. After its fourth token the page asks the worker for a real Rust panic
   // (crash_for_tests in src/wasm.rs), which the worker handles between two tokens of the run.
