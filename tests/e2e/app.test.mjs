@@ -304,6 +304,31 @@ test('a corrupted cached file is detected on reload, deleted, fetched again and 
   assert.equal(size, manifest.files['tokenizer.json'].size, 'the re-fetched, verified tokenizer is cached again');
 });
 
+test('a cached file changed in one byte or cut short, its fingerprint kept, is caught as it streams in', SLOW, async () => {
+  const manifest = JSON.parse(readFileSync(join(ROOT, 'models/smollm2-135m-instruct/manifest.json'), 'utf8'));
+  for (const [damage, expected] of [['flip', /its content changed since it was verified/], ['cut', /(\d+) bytes instead of (\d+)/]]) {
+    await b.page.evaluate(async ({ name, damage }) => {
+      const cache = await caches.open(name);
+      const key = (await cache.keys()).find((r) => new URL(r.url).pathname.endsWith('/tokenizer.json'));
+      const cached = await cache.match(key);
+      const bytes = new Uint8Array(await cached.arrayBuffer());
+      if (damage === 'flip') bytes[bytes.length >> 1] ^= 0x01;
+      await cache.put(key, new Response(damage === 'cut' ? bytes.slice(0, -3) : bytes, { headers: cached.headers }));
+    }, { name: CACHE_NAME, damage });
+    await openApp(b.page);
+    const notices = await b.page.textContent('#notices');
+    assert.match(notices, /cached copy of tokenizer\.json was damaged .*deleted and is being downloaded again/, damage);
+    assert.match(notices, expected, damage);
+    assert.match(await b.page.textContent('#model-status'), /from the network/);
+    const again = await b.page.evaluate(async (name) => {
+      const cache = await caches.open(name);
+      const key = (await cache.keys()).find((r) => new URL(r.url).pathname.endsWith('/tokenizer.json'));
+      return (await (await cache.match(key)).arrayBuffer()).byteLength;
+    }, CACHE_NAME);
+    assert.equal(again, manifest.files['tokenizer.json'].size, 'the verified tokenizer is cached again');
+  }
+});
+
 test('a file that fails its SHA-256 check on download is named, not cached, and can be retried', SLOW, async () => {
   await b.page.evaluate(async (name) => {
     const cache = await caches.open(name);
