@@ -5,8 +5,8 @@
 //! defence against tampering (the SHA-256 was, on download).
 //!
 //! The browser keeps it with each verified file in the Cache API and checks it on every warm
-//! load, as the file streams into wasm memory: a SHA-256 of 143 MB would cost a few hundred
-//! milliseconds of each load. Fed in pieces of any size, it gives the value of the whole file,
+//! load, as the file streams into wasm memory: Chromium's SHA-256 of 143 MB took 300–400 ms of
+//! the calling thread (PERFORMANCE.md), this runs while the next piece is read. Fed in pieces of any size, it gives the value of the whole file,
 //! the same as the page's earlier JavaScript version, so entries stored by it still match.
 
 const A_START: u32 = 0x811c_9dc5;
@@ -41,34 +41,29 @@ impl Fingerprint {
 
     /// Takes the file's next bytes.
     pub fn update(&mut self, mut bytes: &[u8]) {
-        // Finish a word a previous piece began.
-        while self.at % 4 != 0 && self.at < self.words_end && !bytes.is_empty() {
-            self.partial[self.at % 4] = bytes[0];
-            self.at += 1;
+        // Finish a word a previous piece began (or go on with the bytes after the last word).
+        while self.at % 4 != 0 && !bytes.is_empty() {
+            self.byte(bytes[0]);
             bytes = &bytes[1..];
-            if self.at % 4 == 0 {
-                self.mix(u32::from_le_bytes(self.partial), self.at / 4 - 1);
+        }
+        // Whole words: the hot loop of a 143 MB file.
+        let (words, rest) = bytes.split_at(bytes.len().min(self.words_end.saturating_sub(self.at)) & !3);
+        self.words(words);
+        // The start of the next word, or the bytes after the last whole one.
+        rest.iter().for_each(|&b| self.byte(b));
+    }
+
+    /// One byte: part of a word, or, past the last whole word, straight into `b`.
+    fn byte(&mut self, byte: u8) {
+        if self.at < self.words_end {
+            self.partial[self.at % 4] = byte;
+            if self.at % 4 == 3 {
+                self.mix(u32::from_le_bytes(self.partial), self.at / 4);
             }
+        } else {
+            self.b = (self.b ^ byte as u32).wrapping_mul(B_FACTOR);
         }
-        // Whole words, in pairs where they fall even-odd: the hot loop of a 143 MB file.
-        if self.at % 4 == 0 && self.at < self.words_end {
-            let n = bytes.len().min(self.words_end - self.at) & !3;
-            let (words, rest) = bytes.split_at(n);
-            self.words(words);
-            bytes = rest;
-        }
-        for &byte in bytes {
-            if self.at < self.words_end {
-                self.partial[self.at % 4] = byte;
-                self.at += 1;
-                if self.at % 4 == 0 {
-                    self.mix(u32::from_le_bytes(self.partial), self.at / 4 - 1);
-                }
-            } else {
-                self.b = (self.b ^ byte as u32).wrapping_mul(B_FACTOR);
-                self.at += 1;
-            }
-        }
+        self.at += 1;
     }
 
     /// Word-aligned bytes (a multiple of four) starting at `self.at`.
@@ -76,7 +71,7 @@ impl Fingerprint {
         let taken = bytes.len();
         let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if (self.at / 4) % 2 == 1 && !bytes.is_empty() {
-            self.b = (self.b ^ word(bytes)).wrapping_mul(B_FACTOR);
+            self.mix(word(bytes), self.at / 4); // an odd word first: b's
             bytes = &bytes[4..];
         }
         let (mut a, mut b) = (self.a, self.b);
@@ -99,15 +94,6 @@ impl Fingerprint {
         } else {
             self.b = (self.b ^ word).wrapping_mul(B_FACTOR);
         }
-    }
-
-    /// Bytes taken so far.
-    pub fn len(&self) -> usize {
-        self.at
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.at == 0
     }
 
     /// The value, as the 16 hex digits stored with a cached file (`a` then `b`).
@@ -155,7 +141,7 @@ mod tests {
                     for piece in [&bytes[..i], &bytes[i..j], &bytes[j..]] {
                         f.update(piece);
                     }
-                    assert_eq!((f.hex(), f.len()), (whole.clone(), len), "{len} bytes cut at {i} and {j}");
+                    assert_eq!((f.hex(), f.at), (whole.clone(), len), "{len} bytes cut at {i} and {j}");
                 }
             }
         }
