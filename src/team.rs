@@ -263,26 +263,35 @@ mod tests {
 
     #[test]
     fn a_single_part_runs_on_the_calling_thread_even_in_a_pass() {
-        // Many in one pass, the helpers spinning for work all along.
-        let caller = std::thread::current().id();
+        // Many in one pass, two helpers spinning for work all along (a pool of its own, so that
+        // there are helpers on any machine).
         let elsewhere = AtomicUsize::new(0);
-        run(|| {
-            for _ in 0..100_000 {
-                for_each_part(1, 0, &|_| {
-                    if std::thread::current().id() != caller {
-                        elsewhere.fetch_add(1, Relaxed);
-                    }
-                });
-            }
+        three_threads(|| {
+            let caller = std::thread::current().id();
+            run(|| {
+                for _ in 0..100_000 {
+                    for_each_part(1, 0, &|_| {
+                        if std::thread::current().id() != caller {
+                            elsewhere.fetch_add(1, Relaxed);
+                        }
+                    });
+                }
+            })
         });
         assert_eq!(elsewhere.into_inner(), 0);
     }
 
     #[test]
     fn the_team_is_the_pools_threads_inside_a_pass_and_one_outside() {
-        assert_eq!(size(), 1);
-        assert_eq!(run(size), rayon::current_num_threads());
-        assert_eq!(size(), 1, "and one again after it");
+        three_threads(|| {
+            assert_eq!(size(), 1);
+            assert_eq!(run(size), 3);
+            assert_eq!(size(), 1, "and one again after it");
+        });
+    }
+
+    fn three_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(f)
     }
 
     #[test]
