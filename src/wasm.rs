@@ -141,11 +141,6 @@ impl FileBuffer {
         Ok(())
     }
 
-    /// Bytes so far.
-    pub fn length(&self) -> f64 {
-        self.bytes.len() as f64
-    }
-
     /// The fingerprint (`crate::fingerprint`) of the bytes so far: the whole file's once full.
     pub fn fingerprint(&self) -> String {
         self.fingerprint.hex()

@@ -92,8 +92,8 @@ async function deleteOtherVersions(cache, url, keep) {
 }
 
 /**
- * Loads `names` from the model folder at `base`, each into `open(name, size)`: a buffer with
- * append(Uint8Array), length(), fingerprint() and free(). Returns {files: {name: buffer},
+ * Loads `names` from the model folder at `base`, each into `open(name, size, files)` (`files`: the
+ * buffers loaded so far, by name): a buffer with append(Uint8Array), fingerprint() and free(). Returns {files: {name: buffer},
  * manifest, fromCache}; on failure the buffers it opened are freed.
  * onProgress({file, loaded, total, phase, overallLoaded, overallTotal}) with phase download /
  * verify / cached; note(text) for things a person should read.
@@ -117,7 +117,7 @@ export async function loadModelFiles(base, names, open, onProgress, note) {
       const key = cacheKey(url, entry.sha256);
       const cached = cache && (await cache.match(key));
       if (cached) {
-        const buffer = open(name, entry.size);
+        const buffer = open(name, entry.size, files);
         const damage = await readCached(cached, name, entry, buffer, report).catch((e) => `it could not be read: ${e.message}`);
         if (damage) {
           buffer.free();
@@ -130,7 +130,7 @@ export async function loadModelFiles(base, names, open, onProgress, note) {
       if (!files[name]) {
         allFromCache = false;
         const bytes = await download(url, name, entry, report, note);
-        const buffer = open(name, entry.size);
+        const buffer = open(name, entry.size, files);
         files[name] = buffer;
         buffer.append(bytes);
         if (cacheUsable) {
@@ -165,23 +165,9 @@ async function readCached(cached, name, entry, buffer, report) {
     if ((await sha256(bytes)) !== entry.sha256) return 'its content changed since it was verified';
     buffer.append(bytes);
   } else {
-    const reader = cached.body.getReader();
-    let last = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (buffer.length() + value.byteLength > entry.size) {
-        await reader.cancel();
-        return `more than the ${entry.size} bytes it should have`;
-      }
-      buffer.append(value);
-      const now = performance.now();
-      if (now - last > 50) {
-        last = now;
-        report({ file: name, loaded: buffer.length(), total: entry.size, phase: 'verify' });
-      }
-    }
-    if (buffer.length() !== entry.size) return `${buffer.length()} bytes instead of ${entry.size}`;
+    const loaded = await readBody(cached.body, entry.size, (piece) => buffer.append(piece), (n) => report({ file: name, loaded: n, total: entry.size, phase: 'verify' }));
+    if (loaded > entry.size) return `more than the ${entry.size} bytes it should have`;
+    if (loaded !== entry.size) return `${loaded} bytes instead of ${entry.size}`;
     if (buffer.fingerprint() !== recorded) return 'its content changed since it was verified';
   }
   report({ file: name, loaded: entry.size, total: entry.size, phase: 'cached' });
@@ -227,30 +213,16 @@ async function fetchWithProgress(url, name, expected, onProgress) {
     throw new FileError(name, `${url} returned an HTML page instead of the file`, 'check the model path; the server may be answering with an error page');
   }
   const out = new Uint8Array(expected);
-  let loaded = 0;
-  const reader = response.body.getReader();
-  let last = 0;
-  for (;;) {
-    let chunk;
-    try {
-      chunk = await reader.read();
-    } catch (e) {
-      const err = new Error(`connection lost after ${loaded} of ${expected} bytes`);
-      err.retriable = true;
-      throw err;
-    }
-    if (chunk.done) break;
-    const value = chunk.value;
-    if (loaded + value.byteLength > expected) {
-      throw new FileError(name, `${name} is larger than the ${expected} bytes the manifest says`, 'the file on the server does not match its manifest: convert the model again');
-    }
-    out.set(value, loaded);
-    loaded += value.byteLength;
-    const now = performance.now();
-    if (now - last > 50) {
-      last = now;
-      onProgress({ file: name, loaded, total: expected, phase: 'download' });
-    }
+  let loaded;
+  try {
+    loaded = await readBody(response.body, expected, (piece, at) => out.set(piece, at), (n) => onProgress({ file: name, loaded: n, total: expected, phase: 'download' }));
+  } catch (e) {
+    const err = new Error(`connection lost after ${e.loaded} of ${expected} bytes`);
+    err.retriable = true;
+    throw err;
+  }
+  if (loaded > expected) {
+    throw new FileError(name, `${name} is larger than the ${expected} bytes the manifest says`, 'the file on the server does not match its manifest: convert the model again');
   }
   if (loaded !== expected) {
     const err = new Error(`the transfer ended after ${loaded} of ${expected} bytes`);
@@ -259,4 +231,37 @@ async function fetchWithProgress(url, name, expected, onProgress) {
   }
   onProgress({ file: name, loaded, total: expected, phase: 'download' });
   return out;
+}
+
+/**
+ * Reads `body` piece by piece into `append(piece, at)`, with `progress(loaded)` at most every
+ * 50 ms. Returns the bytes read; a body longer than `expected` is cancelled at the first piece
+ * past it, and the count returned is then more than `expected`. A failed read throws, with the
+ * bytes read before it as the error's `loaded`.
+ */
+async function readBody(body, expected, append, progress) {
+  const reader = body.getReader();
+  let loaded = 0;
+  let last = 0;
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      throw Object.assign(e instanceof Error ? e : new Error(String(e)), { loaded });
+    }
+    if (chunk.done) return loaded;
+    const piece = chunk.value;
+    if (loaded + piece.byteLength > expected) {
+      await reader.cancel();
+      return loaded + piece.byteLength;
+    }
+    append(piece, loaded);
+    loaded += piece.byteLength;
+    const now = performance.now();
+    if (now - last > 50) {
+      last = now;
+      progress(loaded);
+    }
+  }
 }

@@ -182,12 +182,11 @@ async function load({ quant = 'q8_0', base, threads, relaxed, context }) {
     engine = null;
     info = null;
     const weightsName = `model.${quant}.safetensors`;
-    const opened = {};
-    const open = (name, size) => {
+    const open = (name, size, loaded) => {
       // One growth of wasm memory for what loading will hold, rather than one per allocation
       // (config.json comes first).
-      if (name === weightsName) glue.reserve_memory(opened['config.json'], size, positions);
-      return (opened[name] = new glue.FileBuffer(name, size));
+      if (name === weightsName) glue.reserve_memory(loaded['config.json'], size, positions);
+      return new glue.FileBuffer(name, size);
     };
     const { files, fromCache } = await loadModelFiles(
       base,
