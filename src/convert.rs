@@ -150,33 +150,40 @@ pub fn import_gguf_bytes(path: &Path, bytes: &[u8]) -> Result<Imported, ConvertE
     Ok(Imported { config, tokenizer_json, tensors, source })
 }
 
+/// GGUF's tensor names beside Hugging Face Llama's: whole names, then per-layer suffixes
+/// (`blk.{l}.` ↔ `model.layers.{l}.`).
+const NAMES: [(&str, &str); 3] = [("token_embd.weight", "model.embed_tokens.weight"), ("output_norm.weight", "model.norm.weight"), ("output.weight", "lm_head.weight")];
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
 /// GGUF tensor names → Hugging Face Llama names.
 fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
+    renamed(gguf, "blk.", "model.layers.", |(g, h)| (g, h))
+}
+
+/// Hugging Face Llama names → GGUF tensor names (the GGUF export).
+pub fn gguf_name(hf: &str) -> Option<String> {
+    renamed(hf, "model.layers.", "blk.", |(g, h)| (h, g))
+}
+
+/// `name` in the other naming: `pair` puts each table entry as (from, to).
+fn renamed(name: &str, layer_from: &str, layer_to: &str, pair: fn((&'static str, &'static str)) -> (&'static str, &'static str)) -> Option<String> {
+    if let Some((_, to)) = NAMES.map(pair).into_iter().find(|(from, _)| *from == name) {
+        return Some(to.to_string());
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
+    let (layer, part) = name.strip_prefix(layer_from)?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let hf = match part {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}"))
+    let (_, to) = LAYER_NAMES.map(pair).into_iter().find(|(from, _)| *from == part)?;
+    Some(format!("{layer_to}{layer}.{to}"))
 }
 
 /// A byte-level BPE tokenizer.json from a GGUF vocabulary.

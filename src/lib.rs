@@ -7,7 +7,8 @@
 //! `sampler` → `generate` (the loop both front ends share) → `loader` (a folder → a model);
 //! `manifest` lists a folder's files with their SHA-256 (`fingerprint` checks the browser's cached
 //! copies); `convert` imports GGUF (header checked
-//! by `gguf` first) / Hugging Face checkpoints; `wasm` is the browser binding.
+//! by `gguf` first) / Hugging Face checkpoints, and `export` writes a folder's weights back as GGUF
+//! (the bench's peer runs the same blocks); `wasm` is the browser binding.
 
 pub mod attention;
 pub mod capture;
@@ -28,6 +29,8 @@ pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod export;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod gguf;
 
