@@ -9,21 +9,23 @@
 //! `lane sum · (d_w · d_x)` block by block, then added in a fixed order; see the dot products).
 //! So every platform computes the same bits, and the browser's tokens equal the CLI's.
 //!
-//! Layout: quants are kept apart from scales so a row is a plain contiguous byte run. Q4_0
-//! nibbles keep GGML's order: byte j holds element j (low nibble) and element j + 16 (high
-//! nibble), each stored +8. Block scales stay the file's f16, interleaved by row group
-//! (`scale_index`). Wasm has no f16 instructions, so a decode step converts a block's four scales
-//! with one short run of integer SIMD (`scales_times`), exactly; a prefill converts a group's
-//! scales once for all its prompt rows. Held as f32 instead, the scales took 13 MiB more (a fifth
-//! of a q4_0 file's size), and decode and prefill were no faster (A/B in Chromium,
+//! Layout: quants are kept apart from scales, and both in the order the kernel reads them: rows
+//! in groups of four (the rows it computes together), the group's blocks interleaved, block b of
+//! each row side by side (`block_index`). Q4_0 nibbles keep GGML's order inside a block: byte j
+//! holds element j (low nibble) and element j + 16 (high nibble), each stored +8. Block scales
+//! stay the file's f16. Wasm has no f16 instructions, so a decode step converts a block's four
+//! scales with one short run of integer SIMD (`scales_times`), exactly; a prefill converts a
+//! group's scales once for all its prompt rows. Held as f32 instead, the scales took 13 MiB more
+//! (a fifth of a q4_0 file's size), and decode and prefill were no faster (A/B in Chromium,
 //! PERFORMANCE.md).
 //!
 //! Memory: a decode step reads every weight once, and the kernel waits on memory more than it
 //! computes (in Chromium on the development VM, a 1536 × 576 Q8_0 product ran at 18 GMAC/s from
-//! cache and 4–5 from memory). Wasm has no prefetch instruction, so the loop reads one byte of
-//! each row a few cache lines ahead of the blocks it multiplies (`READ_AHEAD`), and the fetch
-//! starts while they compute. Decode through the app's worker, one thread: Q8_0 1.1–1.2×,
-//! Q4_0 1.0–1.1× (A/B in one session; noisy on the VM; see docs/PERFORMANCE.md).
+//! cache and 4–5 from memory). Interleaved, a product is one stream of memory read front to back,
+//! which the CPU's own prefetcher follows; with the four rows of a group apart (four streams),
+//! the kernel had to read a byte of each row a few cache lines ahead to start their fetch early
+//! (wasm has no prefetch instruction), and still decoded more slowly: Q8_0 through the app's
+//! worker on one thread 26.3 → 29.9 tokens/s (A/B in Chromium, docs/PERFORMANCE.md).
 
 pub const BLOCK: usize = 32;
 
@@ -92,10 +94,10 @@ fn round_half_away(r: f32) -> i8 {
 /// blocks of 32.
 #[derive(Clone, Copy)]
 pub enum QWeights<'a> {
-    /// Quants (rows, cols) as int8; scales (rows · cols/32) as little-endian f16, in the order of
-    /// `scale_index`.
+    /// Quants (rows · cols) as int8, 32 a block; scales (rows · cols/32) as little-endian f16; both
+    /// in blocks in the order of `block_index`.
     Q8_0 { scales: &'a [[u8; 2]], quants: &'a [i8] },
-    /// Quants (rows, cols/2) as GGML nibble pairs; scales as for Q8_0.
+    /// Quants (rows · cols/2) as GGML nibble pairs, 16 bytes a block; scales as for Q8_0.
     Q4_0 { scales: &'a [[u8; 2]], nibbles: &'a [u8] },
 }
 
@@ -111,10 +113,12 @@ pub fn f16_to_f32(h: [u8; 2]) -> f32 {
 
 const TWO_POW_112: f32 = f32::from_bits((127 + 112) << 23);
 
-/// Where the scale of row r's block b is kept: the scales of a group of four rows (the rows the
-/// kernel computes together) are interleaved block by block, so one 8-byte load gives a block's
-/// four scales. A last group of fewer rows is interleaved the same way over the rows it has.
-pub fn scale_index(rows: usize, blocks: usize, r: usize, b: usize) -> usize {
+/// Where row r's block b is kept, its quants and its scale alike: the blocks of a group of four
+/// rows (the rows the kernel computes together) are interleaved, block b of each row side by
+/// side, so the kernel reads one stream of memory, front to back, and one 8-byte load gives a
+/// block's four scales. A last group of fewer rows is interleaved the same way over the rows it
+/// has.
+pub fn block_index(rows: usize, blocks: usize, r: usize, b: usize) -> usize {
     let (group, k) = (r / ROWS, r % ROWS);
     group * ROWS * blocks + b * ROWS.min(rows - group * ROWS) + k
 }
@@ -178,25 +182,15 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
                 &padded
             }
         };
-        let group: [usize; ROWS] = std::array::from_fn(|k| r0 + k.min(n - 1));
         // `row(i)`: activation row i as the dot products take it. `unpacked`: for Q4_0 with many
-        // activation rows, the group's nibbles unpacked once.
-        let run = |row: &RowOf<'_>, unpacked: &[[u8; BLOCK]], dst: &mut Values| {
+        // activation rows, the group's nibbles unpacked once (as a whole group).
+        let run = |row: &RowOf<'_>, unpacked: &[[[u8; BLOCK]; ROWS]], dst: &mut Values| {
             for i in 0..m {
                 let xs = &x.scales[i * blocks..(i + 1) * blocks];
                 let sums = match w {
-                    QWeights::Q8_0 { quants, .. } => {
-                        let w = group.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
-                        dot(row(i), xs, w, lanes::i8_32_widened)
-                    }
-                    QWeights::Q4_0 { .. } if !unpacked.is_empty() => {
-                        let w: [&[[u8; BLOCK]]; ROWS] = std::array::from_fn(|k| &unpacked[k * blocks..(k + 1) * blocks]);
-                        dot(row(i), xs, w, lanes::unpacked_32_widened)
-                    }
-                    QWeights::Q4_0 { nibbles, .. } => {
-                        let w = group.map(|r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
-                        dot(row(i), xs, w, lanes::nibbles_32_widened)
-                    }
+                    QWeights::Q8_0 { quants, .. } => dot(row(i), xs, Group::of(&quants[r0 * cols..(r0 + n) * cols], n), lanes::i8_32_widened),
+                    QWeights::Q4_0 { .. } if !unpacked.is_empty() => dot(row(i), xs, Group::Whole(unpacked), lanes::unpacked_32_widened),
+                    QWeights::Q4_0 { nibbles, .. } => dot(row(i), xs, Group::of(&nibbles[r0 * cols / 2..(r0 + n) * cols / 2], n), lanes::nibbles_32_widened),
                 };
                 dst(i, r0, &sums[..n]);
             }
@@ -213,24 +207,22 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
             converted.extend(group_scales.iter().map(|h| lanes::scales_times(h, 1.0)));
             unpacked.clear();
             if let QWeights::Q4_0 { nibbles, .. } = w {
-                unpacked.extend(group.iter().flat_map(|&r| nibbles[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0.iter().map(unpack)));
+                let group = nibbles[r0 * cols / 2..(r0 + n) * cols / 2].as_chunks::<16>().0;
+                unpacked.extend((0..blocks).map(|b| std::array::from_fn(|k| unpack(&group[b * n + k.min(n - 1)]))));
             }
-            // The group's weights come from memory for the first activation row only, unless
-            // unpacking them has read them already.
-            let fetch = unpacked.is_empty();
-            let row = |i: usize| Row::Prefill { scales: converted, x: &x.quants[i * cols..(i + 1) * cols].as_chunks::<BLOCK>().0[..blocks], fetch: fetch && i == 0 };
+            let row = |i: usize| Row::Prefill { scales: converted, x: &x.quants[i * cols..(i + 1) * cols].as_chunks::<BLOCK>().0[..blocks] };
             run(&row, unpacked, dst);
         });
     }
 }
 
 /// Weight rows computed together by one call of the dot products.
-const ROWS: usize = 4;
+pub const ROWS: usize = 4;
 
 thread_local! {
     /// A row group's scales as f32 and (Q4_0) its unpacked nibbles, for a product with many
     /// activation rows (see `group_job`).
-    static PREFILL_SCRATCH: std::cell::RefCell<(Vec<[f32; ROWS]>, Vec<[u8; BLOCK]>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static PREFILL_SCRATCH: std::cell::RefCell<(Vec<[f32; ROWS]>, Vec<[[u8; BLOCK]; ROWS]>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A Q4_0 block's nibbles as they are stored (element + 8), one a byte: elements 0..16 from the
@@ -243,22 +235,6 @@ fn unpack(n: &[u8; 16]) -> [u8; BLOCK] {
         out[16 + j] = b >> 4;
     }
     out
-}
-
-/// How far ahead of the block being multiplied the kernel reads a byte of each row, to start its
-/// fetch from memory early (256 was the best of 128–2048 in a micro-benchmark streaming
-/// SmolLM2-shaped Q8_0 matrices in Chromium).
-const READ_AHEAD: usize = 256;
-
-/// Reads the byte `READ_AHEAD` bytes past block b of a row (or the row's last byte), for the fetch
-/// alone.
-#[inline(always)]
-fn read_ahead<W>(row: &[W], b: usize) {
-    let len = std::mem::size_of_val(row);
-    let at = (b * std::mem::size_of::<W>() + READ_AHEAD).min(len - 1);
-    // SAFETY: `at` is within the row's bytes, and W is plain bytes (int8 blocks); a volatile read is
-    // not removed for being unused.
-    unsafe { std::ptr::read_volatile((row.as_ptr() as *const u8).add(at)) };
 }
 
 /// Weight rows per part of a product handed to a thread (see `team`). Rows are split, never the
@@ -321,53 +297,95 @@ fn rearrange(quants: &mut [u8], to_lanes: bool) {
 #[derive(Clone, Copy)]
 enum Row<'a> {
     /// A decode step's only row, prepared already (`QActivations::widened`), with the scales as
-    /// stored (f16, converted as they are used). The weights are never in cache yet.
+    /// stored (f16, converted as they are used).
     Decode { scales: &'a [[[u8; 2]; ROWS]], x: &'a [lanes::Widened] },
-    /// One of a prefill's rows, with the scales converted once for all of them. `fetch`: the
-    /// weights are not in cache yet (the first row).
-    Prefill { scales: &'a [[f32; ROWS]], x: &'a [[i8; BLOCK]], fetch: bool },
+    /// One of a prefill's rows, with the scales converted once for all of them.
+    Prefill { scales: &'a [[f32; ROWS]], x: &'a [[i8; BLOCK]] },
 }
 
 /// Activation row i of a product, as the dot products take it.
 type RowOf<'r> = dyn Fn(usize) -> Row<'r> + 'r;
 
+/// A row group's weight blocks (any block type W) as the dot products read them, interleaved as
+/// `block_index` keeps them.
+#[derive(Clone, Copy)]
+enum Group<'a, W> {
+    /// Four rows: block b of each, side by side.
+    Whole(&'a [[W; ROWS]]),
+    /// n < 4 rows, interleaved over n; the last row stands in for the missing ones.
+    Short(&'a [W], usize),
+}
+
+impl<'a, W> Group<'a, W> {
+    /// The group's blocks (n rows of them, in `block_index` order) from its bytes.
+    fn of<B>(bytes: &'a [B], n: usize) -> Self
+    where
+        [B]: AsBlocks<W>,
+    {
+        let blocks = bytes.as_blocks();
+        if n == ROWS { Group::Whole(blocks.as_chunks::<ROWS>().0) } else { Group::Short(blocks, n) }
+    }
+}
+
+/// A matrix's bytes as its blocks.
+trait AsBlocks<W> {
+    fn as_blocks(&self) -> &[W];
+}
+impl AsBlocks<[i8; BLOCK]> for [i8] {
+    fn as_blocks(&self) -> &[[i8; BLOCK]] {
+        self.as_chunks::<BLOCK>().0
+    }
+}
+impl AsBlocks<[u8; 16]> for [u8] {
+    fn as_blocks(&self) -> &[[u8; 16]] {
+        self.as_chunks::<16>().0
+    }
+}
+
 /// Four weight rows (their blocks as `block` reads them) against one activation row, whose block
 /// scales are `xs`.
 #[inline]
-fn dot<W>(row: Row, xs: &[f32], w: [&[W]; ROWS], block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+fn dot<W>(row: Row, xs: &[f32], w: Group<W>, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
     let blocks = xs.len();
     match row {
         Row::Decode { scales, x } => {
             let (h, x) = (&scales[..blocks], &x[..blocks]);
-            dot_rows::<_, true>(|b| (lanes::scales_times(&h[b], xs[b]), x[b]), w, blocks, block)
+            group_rows(|b| (lanes::scales_times(&h[b], xs[b]), x[b]), w, blocks, block)
         }
-        Row::Prefill { scales, x, fetch } => {
+        Row::Prefill { scales, x } => {
             let (f, x) = (&scales[..blocks], &x[..blocks]);
-            let at = |b: usize| (f[b].map(|d| d * xs[b]), lanes::Widened::of(&x[b]));
-            if fetch { dot_rows::<_, true>(at, w, blocks, block) } else { dot_rows::<_, false>(at, w, blocks, block) }
+            group_rows(|b| (f[b].map(|d| d * xs[b]), lanes::Widened::of(&x[b])), w, blocks, block)
         }
+    }
+}
+
+/// `dot_rows` over a whole group (its four blocks side by side, indexed once per block) or a
+/// short one.
+#[inline(always)]
+fn group_rows<W>(x: impl Fn(usize) -> ([f32; ROWS], lanes::Widened), w: Group<W>, blocks: usize, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+    match w {
+        Group::Whole(g) => {
+            let g = &g[..blocks];
+            dot_rows(x, |b| g[b].each_ref(), blocks, block)
+        }
+        Group::Short(g, n) => dot_rows(x, |b| std::array::from_fn(|k| &g[b * n + k.min(n - 1)]), blocks, block),
     }
 }
 
 /// The loop both dot products share, written out for exactly four rows: with the rows in an
 /// array indexed by a loop counter, LLVM kept the four accumulators in memory and bounds-checked
-/// every access; as four named locals over slices of proven length, they stay in registers.
-/// `x(b)`: block b's d_w · d_x for each row, and the activation block. `FETCH`: read ahead in the
-/// rows (they are not in cache yet). A constant, so that the loop without it has no test in it:
-/// as a run-time flag it cost prefill about 5%.
+/// every access; as four named locals, they stay in registers. `x(b)`: block b's d_w · d_x for
+/// each row, and the activation block; `w(b)`: block b of each row.
 #[inline(always)]
-fn dot_rows<W, const FETCH: bool>(x: impl Fn(usize) -> ([f32; ROWS], lanes::Widened), w: [&[W]; ROWS], blocks: usize, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
-    let [w0, w1, w2, w3] = w.map(|w| &w[..blocks]);
+fn dot_rows<'w, W: 'w>(x: impl Fn(usize) -> ([f32; ROWS], lanes::Widened), w: impl Fn(usize) -> [&'w W; ROWS], blocks: usize, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
     let (mut a0, mut a1, mut a2, mut a3) = (lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default());
     for b in 0..blocks {
-        if FETCH {
-            [w0, w1, w2, w3].iter().for_each(|w| read_ahead(w, b));
-        }
         let (d, xw) = x(b);
-        a0.add(block(&w0[b], &xw), d[0]);
-        a1.add(block(&w1[b], &xw), d[1]);
-        a2.add(block(&w2[b], &xw), d[2]);
-        a3.add(block(&w3[b], &xw), d[3]);
+        let [w0, w1, w2, w3] = w(b);
+        a0.add(block(w0, &xw), d[0]);
+        a1.add(block(w1, &xw), d[1]);
+        a2.add(block(w2, &xw), d[2]);
+        a3.add(block(w3, &xw), d[3]);
     }
     [a0.total(), a1.total(), a2.total(), a3.total()]
 }
@@ -847,26 +865,26 @@ mod tests {
         let one = |r: usize| -> Vec<[[u8; 2]; ROWS]> { row_scales(r).iter().map(|&d| [d; ROWS]).collect() };
         let bytes: Vec<u8> = values(rows * cols, 6).iter().map(|v| (v * 127.0) as i8 as u8).collect();
         let quants: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
-        let q8 = |g: [usize; ROWS]| g.map(|r| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0);
-        let q4 = |g: [usize; ROWS]| g.map(|r| bytes[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0);
+        let q8 = |r: usize| quants[r * cols..(r + 1) * cols].as_chunks::<BLOCK>().0;
+        let q4 = |r: usize| bytes[r * cols / 2..(r + 1) * cols / 2].as_chunks::<16>().0;
+        // Rows 4..8 interleaved block by block, as `block_index` keeps a group.
+        let (q8_group, q4_group): (Vec<[[i8; BLOCK]; ROWS]>, Vec<[[u8; 16]; ROWS]>) = (0..cols / BLOCK).map(|b| (std::array::from_fn(|k| q8(4 + k)[b]), std::array::from_fn(|k| q4(4 + k)[b]))).unzip();
         let as_f32 = |h: &[[[u8; 2]; ROWS]]| -> Vec<[f32; ROWS]> { h.iter().map(|h| h.map(f16_to_f32)).collect() };
         let (group_f32, one_f32) = (as_f32(&group_scales), |r| as_f32(&one(r)));
         let xs = &x.scales[..];
         // A decode step (scales as stored, the row prepared), and a prefill's row (scales
-        // converted first), reading ahead or not.
-        fn row<'r>(case: usize, h: &'r [[[u8; 2]; ROWS]], f: &'r [[f32; ROWS]], x: &'r QActivations) -> Row<'r> {
-            match case {
-                0 => Row::Decode { scales: h, x: &x.widened },
-                _ => Row::Prefill { scales: f, x: x.quants.as_chunks::<BLOCK>().0, fetch: case == 1 },
-            }
+        // converted first).
+        fn row<'r>(decode: bool, h: &'r [[[u8; 2]; ROWS]], f: &'r [[f32; ROWS]], x: &'r QActivations) -> Row<'r> {
+            if decode { Row::Decode { scales: h, x: &x.widened } } else { Row::Prefill { scales: f, x: x.quants.as_chunks::<BLOCK>().0 } }
         }
-        for case in 0..3 {
-            let name = ["decode", "prefill, fetching", "prefill, in cache"][case];
-            let group = dot(row(case, &group_scales, &group_f32, &x), xs, q8([4, 5, 6, 7]), lanes::i8_32_widened);
-            let alone: Vec<f32> = (4..8).map(|r| dot(row(case, &one(r), &one_f32(r), &x), xs, q8([r; ROWS]), lanes::i8_32_widened)[0]).collect();
+        for decode in [true, false] {
+            let name = if decode { "decode" } else { "prefill" };
+            // A row alone is a short group of one row, standing in for all four.
+            let group = dot(row(decode, &group_scales, &group_f32, &x), xs, Group::Whole(&q8_group), lanes::i8_32_widened);
+            let alone: Vec<f32> = (4..8).map(|r| dot(row(decode, &one(r), &one_f32(r), &x), xs, Group::Short(q8(r), 1), lanes::i8_32_widened)[0]).collect();
             assert_eq!(group.to_vec(), alone, "Q8_0, {name}");
-            let group = dot(row(case, &group_scales, &group_f32, &x), xs, q4([4, 5, 6, 7]), lanes::nibbles_32_widened);
-            let alone: Vec<f32> = (4..8).map(|r| dot(row(case, &one(r), &one_f32(r), &x), xs, q4([r; ROWS]), lanes::nibbles_32_widened)[0]).collect();
+            let group = dot(row(decode, &group_scales, &group_f32, &x), xs, Group::Whole(&q4_group), lanes::nibbles_32_widened);
+            let alone: Vec<f32> = (4..8).map(|r| dot(row(decode, &one(r), &one_f32(r), &x), xs, Group::Short(q4(r), 1), lanes::nibbles_32_widened)[0]).collect();
             assert_eq!(group.to_vec(), alone, "Q4_0, {name}");
         }
     }
@@ -988,11 +1006,22 @@ mod tests {
     #[test]
     fn the_file_bytes_round_trip_through_the_kernels_layout() {
         for kind in [crate::format::GgmlKind::Q8_0, crate::format::GgmlKind::Q4_0] {
-            let (rows, cols) = (3, 64);
+            let (rows, cols) = (7, 64); // a whole group of four rows, and a short one of three
             let w = values(rows * cols, 11);
             let bytes = crate::weights::QMatrix::quantize(kind, rows, cols, &w).to_bytes();
             let m = crate::weights::QMatrix::from_blocks(kind, rows, cols, &bytes);
             assert_eq!(m.to_bytes(), bytes, "{kind:?}: the file bytes round-trip");
+            // Each row read back (an embedding lookup) as candle dequantizes the file's blocks.
+            let mut want = vec![0f32; rows * cols];
+            match kind {
+                crate::format::GgmlKind::Q8_0 => BlockQ8_0::to_float(&blocks_of::<BlockQ8_0>(&bytes), &mut want),
+                crate::format::GgmlKind::Q4_0 => BlockQ4_0::to_float(&blocks_of::<BlockQ4_0>(&bytes), &mut want),
+            }
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                m.row(r, &mut row);
+                assert_eq!(row, want[r * cols..(r + 1) * cols], "{kind:?}: row {r}");
+            }
         }
     }
 }

@@ -29,9 +29,9 @@ pub struct QMatrix {
     blocks: SplitBlocks,
 }
 
-/// A matrix's blocks split in two runs of bytes: every block's quants, contiguous, row after
-/// row, then every block's scale (the file's f16, little-endian) in the kernel's order
-/// (`qmatmul::scale_index`). They sit inside a buffer that may hold many matrices: loaded from a
+/// A matrix's blocks split in two runs of bytes: every block's quants, contiguous, then every
+/// block's scale (the file's f16, little-endian), both in the kernel's order
+/// (`qmatmul::block_index`: rows in groups of four, their blocks interleaved). They sit inside a buffer that may hold many matrices: loaded from a
 /// file, that buffer is the file's own bytes, rearranged in place (`split_blocks`), so the
 /// weights are held in memory once, not as the file plus a copy.
 struct SplitBlocks {
@@ -54,10 +54,11 @@ impl SplitBlocks {
 }
 
 /// Rewrites a matrix's GGML blocks in place as their quants, contiguous, then their f16 scales
-/// (`SplitBlocks`), and returns the number of blocks. Block i's quants move to i·q, which ends
-/// before block i + 1 begins (i·q + q < (i + 1)·size), so no byte is overwritten before it is
-/// read; the scales are set aside first (2 bytes a block), since their place is not free until
-/// every block has moved.
+/// (`SplitBlocks`), all in `block_index` order, and returns the number of blocks. The scales are
+/// set aside first (2 bytes a block), since their place is not free until every block has moved.
+/// The quants move a group of rows at a time, read from a copy of the group's blocks: a group's
+/// quants end before the next group's blocks begin (g·q < g·size), so nothing unread is
+/// overwritten.
 fn split_blocks(kind: GgmlKind, rows: usize, cols: usize, blocks: &mut [u8]) -> usize {
     match kind {
         GgmlKind::Q8_0 => split::<32>(rows, cols / 32, blocks),
@@ -70,16 +71,22 @@ fn split<const Q: usize>(rows: usize, per_row: usize, blocks: &mut [u8]) -> usiz
     let size = Q + 2;
     let n = rows * per_row;
     let scales: Vec<[u8; 2]> = (0..n).map(|i| [blocks[i * size], blocks[i * size + 1]]).collect();
-    for i in 0..n {
-        let at = i * size;
-        // Through a register-sized copy rather than a memmove call per block (4 M blocks).
-        let quants: [u8; Q] = blocks[at + 2..at + size].try_into().expect("Q bytes");
-        blocks[i * Q..(i + 1) * Q].copy_from_slice(&quants);
+    let per_group = qmatmul::ROWS * per_row;
+    let mut source = Vec::with_capacity(per_group * size);
+    for first in (0..n).step_by(per_group) {
+        source.clear();
+        source.extend_from_slice(&blocks[first * size..(first + per_group).min(n) * size]);
+        for (i, block) in (first..).zip(source.chunks_exact(size)) {
+            let at = qmatmul::block_index(rows, per_row, i / per_row, i % per_row);
+            // Through a register-sized copy rather than a memmove call per block (4 M blocks).
+            let quants: [u8; Q] = block[2..].try_into().expect("Q bytes");
+            blocks[at * Q..(at + 1) * Q].copy_from_slice(&quants);
+        }
     }
     qmatmul::to_kernel_order(&mut blocks[..n * Q]);
     let placed = blocks[n * Q..n * size].as_chunks_mut::<2>().0;
     for (i, &d) in scales.iter().enumerate() {
-        placed[qmatmul::scale_index(rows, per_row, i / per_row, i % per_row)] = d;
+        placed[qmatmul::block_index(rows, per_row, i / per_row, i % per_row)] = d;
     }
     n
 }
@@ -125,12 +132,14 @@ impl QMatrix {
     /// The raw GGML bytes, as they go into a file.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.kind.bytes_for(self.rows, self.cols).unwrap_or(0));
-        let (per_row, scales) = (self.cols / 32, self.blocks.scales());
-        for (i, q) in self.blocks.quants().chunks_exact(self.blocks.q).enumerate() {
-            out.extend_from_slice(&scales[qmatmul::scale_index(self.rows, per_row, i / per_row, i % per_row)]);
-            let at = out.len();
-            out.extend_from_slice(q);
-            qmatmul::to_ggml_order(&mut out[at..]);
+        let (per_row, q) = (self.cols / 32, self.blocks.q);
+        let (quants, scales) = (self.blocks.quants(), self.blocks.scales());
+        for i in 0..self.rows * per_row {
+            let at = qmatmul::block_index(self.rows, per_row, i / per_row, i % per_row);
+            out.extend_from_slice(&scales[at]);
+            let start = out.len();
+            out.extend_from_slice(&quants[at * q..(at + 1) * q]);
+            qmatmul::to_ggml_order(&mut out[start..]);
         }
         out
     }
@@ -153,12 +162,12 @@ impl QMatrix {
         let type_q = self.blocks.q;
         let bytes = self.blocks.quants();
         for (b, o) in out[..self.cols].chunks_exact_mut(32).enumerate() {
-            let block = row * per_row + b;
+            let block = qmatmul::block_index(self.rows, per_row, row, b);
             // The block's quants in GGML's order, whatever order the kernel keeps them in.
             let mut q = [0u8; 32];
             q[..type_q].copy_from_slice(&bytes[block * type_q..(block + 1) * type_q]);
             qmatmul::to_ggml_order(&mut q[..type_q]);
-            let d = qmatmul::f16_to_f32(self.blocks.scales()[qmatmul::scale_index(self.rows, per_row, row, b)]);
+            let d = qmatmul::f16_to_f32(self.blocks.scales()[block]);
             match self.kind {
                 GgmlKind::Q8_0 => o.iter_mut().zip(q).for_each(|(o, q)| *o = q as i8 as f32 * d),
                 GgmlKind::Q4_0 => {
