@@ -107,6 +107,19 @@ model() {
   rm -rf "$MODEL_DIR" && mv "$MODEL_DIR.partial" "$MODEL_DIR"
 }
 
+# The bench's peer runs the very blocks we run: each weights file exported back to GGUF
+# (target/bench/smollm2-135m-instruct.<quant>.gguf), redone when the folder is newer.
+peer_ggufs() {
+  local q out
+  mkdir -p target/bench
+  for q in q8_0 q4_0; do
+    out="target/bench/smollm2-135m-instruct.$q.gguf"
+    [[ -f "$out" && "$out" -nt "$MODEL_DIR/model.$q.safetensors" ]] && continue
+    say "exporting $MODEL_DIR's $q weights to $out for wllama"
+    ./target/release/attnscope-convert --export "$MODEL_DIR" --quant "$q" --gguf "models/cache/$MODEL_GGUF" --out "$out"
+  done
+}
+
 # ---- the wasm builds --------------------------------------------------------------------------
 # www/pkg: one thread, stable Rust, runs everywhere (plain static hosts included).
 # www/pkg-threads: rayon on Web Workers over shared memory (nightly, +atomics, std rebuilt), used
@@ -225,7 +238,7 @@ case "$cmd" in
     say "browser tests (headless chromium)"
     node --test --test-concurrency=1 tests/e2e/ ;;
   bench)
-    model; wasm; native_bins; ensure_chromium; start_server
+    model; wasm; native_bins; peer_ggufs; ensure_chromium; start_server
     ATTNSCOPE_URL="http://127.0.0.1:$PORT" node tests/bench/bench.mjs ;;
   fuzz) ensure_cargo_fuzz || die "cargo-fuzz needs the nightly toolchain"; fuzz_run "${FUZZ_SECONDS:-60}" ;;
   longrun)

