@@ -33,7 +33,7 @@ pub enum ConvertError {
     Output { path: String, source: std::io::Error },
 }
 
-fn input(path: &Path, why: impl std::fmt::Display) -> ConvertError {
+pub(crate) fn input(path: &Path, why: impl std::fmt::Display) -> ConvertError {
     ConvertError::Input { path: path.display().to_string(), why: why.to_string() }
 }
 

@@ -15,12 +15,8 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use sha2::{Digest, Sha256};
 
-use crate::convert::{ConvertError, gguf_name, hex};
+use crate::convert::{ConvertError, gguf_name, hex, input};
 use crate::format::{GgmlKind, QSafetensors, StoredTensor};
-
-fn input(path: &Path, why: impl std::fmt::Display) -> ConvertError {
-    ConvertError::Input { path: path.display().to_string(), why: why.to_string() }
-}
 
 /// llama.cpp's `general.file_type` for a file of mostly these blocks (its `LLAMA_FTYPE_MOSTLY_*`).
 fn file_type(kind: GgmlKind) -> u32 {

@@ -188,9 +188,9 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
             for i in 0..m {
                 let xs = &x.scales[i * blocks..(i + 1) * blocks];
                 let sums = match w {
-                    QWeights::Q8_0 { quants, .. } => dot(row(i), xs, Group::of(&quants[r0 * cols..(r0 + n) * cols], n), lanes::i8_32_widened),
+                    QWeights::Q8_0 { quants, .. } => dot(row(i), xs, Group::of(quants[r0 * cols..(r0 + n) * cols].as_chunks::<BLOCK>().0, n), lanes::i8_32_widened),
                     QWeights::Q4_0 { .. } if !unpacked.is_empty() => dot(row(i), xs, Group::Whole(unpacked), lanes::unpacked_32_widened),
-                    QWeights::Q4_0 { nibbles, .. } => dot(row(i), xs, Group::of(&nibbles[r0 * cols / 2..(r0 + n) * cols / 2], n), lanes::nibbles_32_widened),
+                    QWeights::Q4_0 { nibbles, .. } => dot(row(i), xs, Group::of(nibbles[r0 * cols / 2..(r0 + n) * cols / 2].as_chunks::<16>().0, n), lanes::nibbles_32_widened),
                 };
                 dst(i, r0, &sums[..n]);
             }
@@ -317,28 +317,9 @@ enum Group<'a, W> {
 }
 
 impl<'a, W> Group<'a, W> {
-    /// The group's blocks (n rows of them, in `block_index` order) from its bytes.
-    fn of<B>(bytes: &'a [B], n: usize) -> Self
-    where
-        [B]: AsBlocks<W>,
-    {
-        let blocks = bytes.as_blocks();
+    /// A group of n rows from its blocks, in `block_index` order.
+    fn of(blocks: &'a [W], n: usize) -> Self {
         if n == ROWS { Group::Whole(blocks.as_chunks::<ROWS>().0) } else { Group::Short(blocks, n) }
-    }
-}
-
-/// A matrix's bytes as its blocks.
-trait AsBlocks<W> {
-    fn as_blocks(&self) -> &[W];
-}
-impl AsBlocks<[i8; BLOCK]> for [i8] {
-    fn as_blocks(&self) -> &[[i8; BLOCK]] {
-        self.as_chunks::<BLOCK>().0
-    }
-}
-impl AsBlocks<[u8; 16]> for [u8] {
-    fn as_blocks(&self) -> &[[u8; 16]] {
-        self.as_chunks::<16>().0
     }
 }
 
