@@ -8,7 +8,7 @@
 //! `manifest` lists a folder's files with their SHA-256 (`fingerprint` checks the browser's cached
 //! copies); `convert` imports GGUF (header checked
 //! by `gguf` first) / Hugging Face checkpoints, and `export` writes a folder's weights back as GGUF
-//! (the bench's peer runs the same blocks); `wasm` is the browser binding.
+//! (the bench's peer runs the same blocks); `read_bound` measures the memory bound a decode step cannot beat; `wasm` is the browser binding.
 
 pub mod attention;
 pub mod capture;
@@ -22,6 +22,7 @@ pub mod loader;
 pub mod manifest;
 pub mod model;
 pub mod qmatmul;
+pub mod read_bound;
 pub mod sampler;
 pub mod team;
 pub mod tokenizer;

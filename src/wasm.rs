@@ -167,6 +167,14 @@ impl Engine {
         Ok(Engine { model: loaded.model, tokenizer: loaded.tokenizer, generation: None })
     }
 
+    /// Reads every weight matrix `passes` times, as plainly as possible (`read_bound`), and
+    /// returns the bytes of one read: the bench times it beside decoding, in the same worker.
+    pub fn read_weights(&self, passes: usize) -> f64 {
+        let runs: Vec<&[u8]> = self.model.weights().products().flat_map(|m| m.stored()).collect();
+        std::hint::black_box(crate::read_bound::read_all(&runs, passes));
+        runs.iter().map(|r| r.len() as f64).sum()
+    }
+
     pub fn build_id() -> String {
         concat!("attnscope ", env!("CARGO_PKG_VERSION")).to_string()
     }

@@ -125,6 +125,11 @@ impl QMatrix {
         self.kind
     }
 
+    /// The bytes a product with this matrix reads: its quants, then its scales.
+    pub fn stored(&self) -> [&[u8]; 2] {
+        (self.blocks.quants(), self.blocks.scales().as_flattened()).into()
+    }
+
     pub fn shape(&self) -> (usize, usize) {
         (self.rows, self.cols)
     }
@@ -279,6 +284,12 @@ impl Weights {
     /// The output projection: the separate head, or the tied embedding.
     pub fn output(&self) -> &QMatrix {
         self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Every matrix a decode step multiplies by, once each: the blocks' seven and the output head
+    /// (the embedding itself when tied; of the embedding a step reads one row, not counted).
+    pub fn products(&self) -> impl Iterator<Item = &QMatrix> {
+        self.blocks.iter().flat_map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]).chain([self.output()])
     }
 
     /// The quantization of the transformer blocks (the embedding may be kept at 8 bits).

@@ -18,6 +18,7 @@ export const MSG = Object.freeze({
   LOGIT_LENS: 'logit-lens', // {id, k}               (reply: {layers, position})
   HEAD_STATS: 'head-stats', // {id}                  (reply: {stats, names, layers, heads, size})
   CRASH_FOR_TESTS: 'crash-for-tests', // {id, kind, message}  test-only: a real panic or OOM (reply: a crashed error)
+  READ_WEIGHTS: 'read-weights', // {id, passes}      bench: reads every weight matrix `passes` times (reply: {bytes, ms} per read)
   COMPILED: 'compiled', // {id, module, sha256} or {id, error, name}: the reply to `compile`
   // worker → page
   PROGRESS: 'progress', // {file, loaded, total, phase, overallLoaded, overallTotal}

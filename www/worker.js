@@ -335,6 +335,14 @@ function headStats({ id }) {
   post(MSG.HEAD_STATS, { id, stats, names: HEAD_STAT_NAMES, layers: info.n_layers, heads: info.n_heads, size }, [stats.buffer]);
 }
 
+/** For the bench (docs/PROTOCOL.md): how long a plain read of every weight matrix takes here. */
+function readWeights({ id, passes = 1 }) {
+  const model = requireEngine();
+  const t0 = performance.now();
+  const bytes = model.read_weights(passes);
+  post(MSG.READ_WEIGHTS, { id, bytes, ms: (performance.now() - t0) / passes });
+}
+
 /**
  * Test-only (docs/PROTOCOL.md): a real panic or out-of-memory inside the wasm instance, through
  * the same error handling as every engine call, so the tests see what a person would.
@@ -380,6 +388,7 @@ onmessage = async (event) => {
       case MSG.LOGIT_LENS: logitLens(msg); break;
       case MSG.HEAD_STATS: headStats(msg); break;
       case MSG.CRASH_FOR_TESTS: crashForTests(msg); break;
+      case MSG.READ_WEIGHTS: readWeights(msg); break;
       default: throw new Error(`unknown message type "${msg.type}"`);
     }
   } catch (e) {

@@ -153,7 +153,15 @@ async function workerFigures(base, quant, threads, relaxed) {
     const info = await page.evaluate(({ quant, threads, relaxed }) => window.ours.load(quant, threads, relaxed), { quant, threads, relaxed });
     const gen = (prompt) => page.evaluate(({ p, n }) => window.ours.generate(p, n), { p: prompt, n: DECODE });
     const { figures } = await speedFigures(gen);
-    return { threads: info.threads, relaxed_simd: info.relaxed_simd, ...figures };
+    // The read bound, in the same worker: one plain read of every weight matrix a step multiplies by.
+    // Five reads each time, the threads woken once for them (as for a decode step's products); the
+    // first time is before the engine has optimised the code (V8 tiers wasm up as it runs).
+    await page.evaluate(() => window.ours.readWeights(5));
+    const reads = [];
+    for (let i = 0; i < 2 * RUNS + 1; i++) reads.push(await page.evaluate(() => window.ours.readWeights(5)));
+    const readMs = median(reads.map((r) => r.ms));
+    const read = { bytes: reads[0].bytes, ms: readMs, gb_s: reads[0].bytes / readMs / 1e6, tok_s: 1000 / readMs };
+    return { threads: info.threads, relaxed_simd: info.relaxed_simd, ...figures, read_bound: read };
   } finally {
     await context.close();
     rmSync(profile, { recursive: true, force: true });
@@ -254,6 +262,12 @@ md.push('# attnscope benchmark', '', `Machine: ${machine.cores} cores, ${machine
 md.push('## The engines alone: our worker and wllama on the same weights, each driven by a page that draws nothing', '');
 sideBySide(wk);
 md.push(`| decode at ${wk.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${CONFIGS.map((k) => `${round(wk[k].decode_at_long_context)} (${Math.round((100 * wk[k].decode_at_long_context) / wk[k].decode)}%) | |`).join(' | ')} |`);
+md.push('', 'The read bound: a decode step multiplies by every weight matrix once, so it cannot be faster than one plain read of all their bytes (wide loads and a sum, nothing else), timed in the same worker on the same threads (`read-weights`, src/read_bound.rs).', '');
+md.push(`| figure | ${CONFIGS.map((k) => `ours ${label(k)}`).join(' | ')} |`, `|---|${CONFIGS.map(() => '---|').join('')}`);
+md.push(`| one read of every weight matrix: MB, ms, GB/s | ${CONFIGS.map((k) => `${round(wk[k].read_bound.bytes / 1e6, 0)} MB, ${round(wk[k].read_bound.ms)} ms, ${round(wk[k].read_bound.gb_s, 2)} GB/s`).join(' | ')} |`);
+md.push(`| decode at most (tok/s), the read bound | ${CONFIGS.map((k) => round(wk[k].read_bound.tok_s)).join(' | ')} |`);
+md.push(`| decode / the read bound | ${CONFIGS.map((k) => `${Math.round((100 * wk[k].decode) / wk[k].read_bound.tok_s)}%`).join(' | ')} |`);
+md.push(`| 4× wllama's decode on the same weights / the read bound | ${CONFIGS.map((k) => (w[k]?.decode ? `${Math.round((400 * w[k].decode) / wk[k].read_bound.tok_s)}%` : 'n/a')).join(' | ')} |`);
 md.push('', '## wllama on the shipped Q4_1 GGUF, against our worker alone', '');
 md.push(`| figure | wllama Q4_1 1t | wllama Q4_1 2t | ${CONFIGS.map((k) => `ours ${label(k)} / wllama Q4_1 ${k.slice(-1)}t`).join(' | ')} |`, `|---|---|---|${CONFIGS.map(() => '---|').join('')}`);
 for (const [name, key] of rows) {

@@ -34,5 +34,10 @@ window.ours = {
     const done = await until(MSG.DONE, MSG.GENERATE, { id: client.newId(), prompt, options });
     return done.stats;
   },
+  /** {bytes, ms}: a plain read of every weight matrix, in this worker (the read bound), `passes` times. */
+  async readWeights(passes) {
+    const { bytes, ms } = await until(MSG.READ_WEIGHTS, MSG.READ_WEIGHTS, { id: client.newId(), passes });
+    return { bytes, ms };
+  },
 };
 window.oursReady = true;
