@@ -1,6 +1,6 @@
 //! The memory bound of a decode step, measured: a decode step multiplies by every weight matrix
-//! once, so it cannot take less time than reading all their bytes does. `read_all` reads them
-//! once, as plainly as the machine allows (wide loads, a sum per lane, nothing else), over the
+//! once, so it cannot take less time than reading all their bytes does. `read_all` reads them,
+//! as plainly as the machine allows (wide loads, a sum per lane, nothing else), over the
 //! same team of threads the products use. The bench times it in the same worker and session as
 //! the decoding it compares with: "decode at N% of the read bound" is then a ratio of two
 //! figures measured side by side, not of one against a datasheet.
@@ -19,24 +19,22 @@ pub fn read_all(runs: &[&[u8]], passes: usize) -> u64 {
 }
 
 fn read_once(runs: &[&[u8]]) -> u64 {
-    {
-        // More parts than threads: a helper that starts late still takes its share of the rest
-        // (with one part each, the calling thread would claim both and read alone).
-        let parts = PARTS_PER_THREAD * team::size();
-        let mut sums = vec![0u64; parts];
-        let out = Disjoint::new(&mut sums);
-        let job = |part: usize| {
-            let sum = runs.iter().map(|run| {
-                let words = run.as_chunks::<8>().0;
-                let (from, to) = (part * words.len() / parts, (part + 1) * words.len() / parts);
-                sum_words(&words[from..to])
-            });
-            // SAFETY: element `part` is this part's alone.
-            unsafe { out.part(part, 1)[0] = sum.fold(0, u64::wrapping_add) };
-        };
-        team::for_each_part(parts, 0, &job);
-        sums.into_iter().fold(0, u64::wrapping_add)
-    }
+    // More parts than threads: a helper that starts late still takes its share of the rest
+    // (with one part each, the calling thread would claim both and read alone).
+    let parts = PARTS_PER_THREAD * team::size();
+    let mut sums = vec![0u64; parts];
+    let out = Disjoint::new(&mut sums);
+    let job = |part: usize| {
+        let sum = runs.iter().map(|run| {
+            let words = run.as_chunks::<8>().0;
+            let (from, to) = (part * words.len() / parts, (part + 1) * words.len() / parts);
+            sum_words(&words[from..to])
+        });
+        // SAFETY: element `part` is this part's alone.
+        unsafe { out.part(part, 1)[0] = sum.fold(0, u64::wrapping_add) };
+    };
+    team::for_each_part(parts, 0, &job);
+    sums.into_iter().fold(0, u64::wrapping_add)
 }
 
 /// Four independent sums, so the adds do not wait on each other (the compiler makes lanes of
