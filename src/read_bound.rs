@@ -19,8 +19,9 @@ pub fn read_all(runs: &[&[u8]], passes: usize) -> u64 {
 }
 
 fn read_once(runs: &[&[u8]]) -> u64 {
-    // More parts than threads: a helper that starts late still takes its share of the rest
-    // (with one part each, the calling thread would claim both and read alone).
+    // More parts than threads, so that a helper joining late still takes a share of the rest.
+    // Alone, this did not stop two-thread reads from often running at one thread's speed; waking
+    // the team once for several passes (`read_all`) did.
     let parts = PARTS_PER_THREAD * team::size();
     let mut sums = vec![0u64; parts];
     let out = Disjoint::new(&mut sums);

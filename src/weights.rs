@@ -272,6 +272,21 @@ pub struct BlockWeights {
     pub w_down: QMatrix,     // (d, f)
 }
 
+impl BlockWeights {
+    /// The block's seven matrices, each with its name in the file after `model.layers.{l}.`.
+    pub fn matrices(&self) -> [(&'static str, &QMatrix); 7] {
+        [
+            ("self_attn.q_proj", &self.wq),
+            ("self_attn.k_proj", &self.wk),
+            ("self_attn.v_proj", &self.wv),
+            ("self_attn.o_proj", &self.wo),
+            ("mlp.gate_proj", &self.w_gate),
+            ("mlp.up_proj", &self.w_up),
+            ("mlp.down_proj", &self.w_down),
+        ]
+    }
+}
+
 pub struct Weights {
     pub embed: QMatrix, // (vocab, d)
     pub blocks: Vec<BlockWeights>,
@@ -289,7 +304,7 @@ impl Weights {
     /// Every matrix a decode step multiplies by, once each: the blocks' seven and the output head
     /// (the embedding itself when tied; of the embedding a step reads one row, not counted).
     pub fn products(&self) -> impl Iterator<Item = &QMatrix> {
-        self.blocks.iter().flat_map(|b| [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]).chain([self.output()])
+        self.blocks.iter().flat_map(|b| b.matrices().map(|(_, m)| m)).chain([self.output()])
     }
 
     /// The quantization of the transformer blocks (the embedding may be kept at 8 bits).
@@ -486,16 +501,7 @@ impl Weights {
             check_scales(&mut problems, "lm_head.weight".into(), head);
         }
         for (l, b) in self.blocks.iter().enumerate() {
-            let parts = [
-                ("self_attn.q_proj", &b.wq),
-                ("self_attn.k_proj", &b.wk),
-                ("self_attn.v_proj", &b.wv),
-                ("self_attn.o_proj", &b.wo),
-                ("mlp.gate_proj", &b.w_gate),
-                ("mlp.up_proj", &b.w_up),
-                ("mlp.down_proj", &b.w_down),
-            ];
-            for (part, m) in parts {
+            for (part, m) in b.matrices() {
                 check_scales(&mut problems, format!("model.layers.{l}.{part}.weight"), m);
             }
             for (part, v) in [("input_layernorm", &b.attn_norm), ("post_attention_layernorm", &b.mlp_norm)] {
