@@ -3,7 +3,7 @@
 //! see `wasm.rs`), so every number the page draws can be checked from a terminal.
 //!
 //! Reading order: `config` (the model's shape) → `format` (quantized safetensors) → `weights`
-//! (names → blocks) → `qmatmul` (the quantized product, split over threads by `team`) → `tokenizer` → `attention` + `capture` → `model` (the forward pass) →
+//! (names → blocks) → `qmatmul` (the quantized product, split over threads by `team`) → `tokenizer` (read by `tokenizer_json`) → `attention` + `capture` → `model` (the forward pass) →
 //! `sampler` → `generate` (the loop both front ends share) → `loader` (a folder → a model);
 //! `manifest` lists a folder's files with their SHA-256 (`fingerprint` checks the browser's cached
 //! copies); `convert` imports GGUF (header checked
@@ -26,6 +26,7 @@ pub mod read_bound;
 pub mod sampler;
 pub mod team;
 pub mod tokenizer;
+pub mod tokenizer_json;
 pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -38,7 +38,7 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     pub fn from_json(bytes: &[u8], vocab_size: usize, eos: Option<u32>) -> Result<Self, TokenizerError> {
-        let inner = Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Parse(e.to_string()))?;
+        let inner = crate::tokenizer_json::read(bytes).map_err(TokenizerError::Parse)?;
         let n = inner.get_vocab_size(true);
         if n != vocab_size {
             return Err(TokenizerError::VocabMismatch { tokenizer: n, config: vocab_size });

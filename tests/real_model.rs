@@ -107,6 +107,13 @@ fn token_ids_equal_llama_cpp_on_the_same_gguf() {
 }
 
 #[test]
+fn the_tokenizer_is_read_as_the_tokenizers_crate_reads_it() {
+    let json = std::fs::read(model_dir().join("tokenizer.json")).unwrap();
+    let (ours, crates) = (attnscope::tokenizer_json::read(&json).unwrap(), tokenizers::Tokenizer::from_bytes(&json).unwrap());
+    assert_eq!(ours.to_string(false).unwrap(), crates.to_string(false).unwrap());
+}
+
+#[test]
 fn next_token_logits_agree_with_llama_cpp_on_the_same_gguf() {
     let mut m = q8();
     for case in llamacpp_prompts() {
