@@ -4,10 +4,10 @@
 //! model (49,152 vocabulary entries and 48,900 merges for SmolLM2) as `Content`, copies it into a
 //! `serde_json::Value` map, and only then reads the BPE from that. Natively that was 82–95 ms of
 //! a ~135 ms model build, the largest step of a warm load. Here a BPE model is read straight into
-//! the crate's `BPE` (its own deserializer), and the file's other fields are put together as the
+//! its fields and given to the crate's `BpeBuilder`, and the file's other fields are put together as the
 //! crate's loader does (`TokenizerVisitor` in its `serialization.rs`): the builder, then the
-//! added tokens in file order. Any other model type, or a file this path cannot read, goes to the
-//! crate's loader, whose errors are the ones reported.
+//! added tokens in file order. Any other model type, merges written as "a b" strings, or a file
+//! this path cannot read, goes to the crate's loader, whose errors are the ones reported.
 
 use serde::Deserialize;
 use tokenizers::models::bpe::BPE;
@@ -39,7 +39,56 @@ struct File {
     post_processor: Option<PostProcessorWrapper>,
     #[serde(default)]
     decoder: Option<DecoderWrapper>,
-    model: BPE,
+    model: Bpe,
+}
+
+/// A BPE model's fields, as the crate's `BPE` deserializer reads them, but with the merges as
+/// pairs only: the crate accepts pairs or "a b" strings through an untagged enum, which buffers
+/// all 48,900 of them as `Content` first. A file with the strings goes to the crate's loader.
+#[derive(Deserialize)]
+struct Bpe {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    dropout: Option<f32>,
+    unk_token: Option<String>,
+    continuing_subword_prefix: Option<String>,
+    end_of_word_suffix: Option<String>,
+    fuse_unk: Option<bool>,
+    byte_fallback: Option<bool>,
+    ignore_merges: Option<bool>,
+    vocab: ahash::AHashMap<String, u32>,
+    merges: Vec<(String, String)>,
+}
+
+impl Bpe {
+    fn build(self) -> Option<BPE> {
+        if self.kind.is_some_and(|kind| kind != "BPE") {
+            return None;
+        }
+        let mut b = BPE::builder().vocab_and_merges(self.vocab, self.merges);
+        if let Some(p) = self.dropout {
+            b = b.dropout(p);
+        }
+        if let Some(t) = self.unk_token {
+            b = b.unk_token(t);
+        }
+        if let Some(p) = self.continuing_subword_prefix {
+            b = b.continuing_subword_prefix(p);
+        }
+        if let Some(s) = self.end_of_word_suffix {
+            b = b.end_of_word_suffix(s);
+        }
+        if let Some(f) = self.fuse_unk {
+            b = b.fuse_unk(f);
+        }
+        if let Some(f) = self.byte_fallback {
+            b = b.byte_fallback(f);
+        }
+        if let Some(f) = self.ignore_merges {
+            b = b.ignore_merges(f);
+        }
+        b.build().ok()
+    }
 }
 
 fn read_bpe(bytes: &[u8]) -> Option<Tokenizer> {
@@ -48,7 +97,7 @@ fn read_bpe(bytes: &[u8]) -> Option<Tokenizer> {
         return None;
     }
     let built = TokenizerBuilder::new()
-        .with_model(ModelWrapper::BPE(file.model))
+        .with_model(ModelWrapper::BPE(file.model.build()?))
         .with_normalizer(file.normalizer)
         .with_pre_tokenizer(file.pre_tokenizer)
         .with_post_processor(file.post_processor)
@@ -68,9 +117,8 @@ mod tests {
 
     /// The crate's loader and this one give the same tokenizer: it serializes to the same JSON and
     /// encodes the same text (special tokens among it) to the same ids.
-    fn assert_same_as_crate(json: &[u8], texts: &[&str]) {
-        let bpe = serde_json::from_slice::<serde_json::Value>(json).unwrap()["model"]["type"] == "BPE";
-        assert_eq!(read_bpe(json).is_some(), bpe, "a BPE model is read here, any other by the crate");
+    fn assert_same_as_crate(json: &[u8], texts: &[&str], read_here: bool) {
+        assert_eq!(read_bpe(json).is_some(), read_here, "a BPE model with merges as pairs is read here, any other by the crate");
         let (ours, crates) = (read(json).unwrap(), Tokenizer::from_bytes(json).unwrap());
         assert_eq!(ours.to_string(false).unwrap(), crates.to_string(false).unwrap());
         for text in texts {
@@ -86,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_bpe_tokenizer_is_the_one_the_crate_builds() {
-        assert_same_as_crate(&bpe_file(), &["abc ab", "<s>abc<x> c", ""]);
+        assert_same_as_crate(&bpe_file(), &["abc ab", "<s>abc<x> c", ""], true);
     }
 
     #[test]
@@ -95,14 +143,18 @@ mod tests {
         json["normalizer"] = serde_json::json!({"type": "Lowercase"});
         json["post_processor"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
         json["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({"id": 9, "content": "ABC", "single_word": false, "lstrip": true, "rstrip": false, "normalized": true, "special": false}));
-        assert_same_as_crate(json.to_string().as_bytes(), &["ABC abc", " ABCAB"]);
+        assert_same_as_crate(json.to_string().as_bytes(), &["ABC abc", " ABCAB"], true);
     }
 
     #[test]
-    fn other_models_and_bad_files_take_the_crates_loader() {
+    fn other_models_old_merges_and_bad_files_take_the_crates_loader() {
         let word_level = r#"{"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
             "model":{"type":"WordLevel","vocab":{"a":0,"b":1,"[UNK]":2},"unk_token":"[UNK]"}}"#;
-        assert_same_as_crate(word_level.as_bytes(), &["a b c"]);
+        assert_same_as_crate(word_level.as_bytes(), &["a b c"], false);
+        let mut legacy: serde_json::Value = serde_json::from_slice(&bpe_file()).unwrap();
+        let merges: Vec<String> = legacy["model"]["merges"].as_array().unwrap().iter().map(|m| format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap())).collect();
+        legacy["model"]["merges"] = merges.into();
+        assert_same_as_crate(legacy.to_string().as_bytes(), &["abc ab"], false);
         let truncated = &bpe_file()[..100];
         assert!(read_bpe(truncated).is_none());
         assert_eq!(read(truncated).unwrap_err(), Tokenizer::from_bytes(truncated).unwrap_err().to_string());
