@@ -119,8 +119,19 @@ const TWO_POW_112: f32 = f32::from_bits((127 + 112) << 23);
 /// block's four scales. A last group of fewer rows is interleaved the same way over the rows it
 /// has.
 pub fn block_index(rows: usize, blocks: usize, r: usize, b: usize) -> usize {
-    let (group, k) = (r / ROWS, r % ROWS);
-    group * ROWS * blocks + b * ROWS.min(rows - group * ROWS) + k
+    let first_row = r / ROWS * ROWS;
+    first_row * blocks + in_group(ROWS.min(rows - first_row), r - first_row, b)
+}
+
+/// Where block b of the group's row k is kept among the blocks of a group of `n` rows.
+#[inline]
+pub fn in_group(n: usize, k: usize, b: usize) -> usize {
+    b * n + k
+}
+
+/// A matrix's row groups, in order: (first row, rows in the group).
+pub fn row_groups(rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows).step_by(ROWS).map(move |first| (first, ROWS.min(rows - first)))
 }
 
 /// out (m × rows) = x (m × cols) · Wᵀ.

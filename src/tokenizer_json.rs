@@ -21,23 +21,18 @@ pub fn read(bytes: &[u8]) -> Result<Tokenizer, String> {
     }
 }
 
-/// The fields the crate's loader reads; `id` of an added token is only checked there (a warning).
+/// The fields the crate's loader reads (a missing `Option` is `None`); `id` of an added token is
+/// only checked there (a warning).
 #[derive(Deserialize)]
 struct File {
     version: String,
-    #[serde(default)]
     truncation: Option<TruncationParams>,
-    #[serde(default)]
     padding: Option<PaddingParams>,
     #[serde(default)]
     added_tokens: Vec<AddedToken>,
-    #[serde(default)]
     normalizer: Option<NormalizerWrapper>,
-    #[serde(default)]
     pre_tokenizer: Option<PreTokenizerWrapper>,
-    #[serde(default)]
     post_processor: Option<PostProcessorWrapper>,
-    #[serde(default)]
     decoder: Option<DecoderWrapper>,
     model: Bpe,
 }
@@ -65,7 +60,12 @@ impl Bpe {
         if self.kind.is_some_and(|kind| kind != "BPE") {
             return None;
         }
-        let mut b = BPE::builder().vocab_and_merges(self.vocab, self.merges);
+        // An absent or null flag leaves the builder's default, false, as the crate's reader does.
+        let mut b = BPE::builder()
+            .vocab_and_merges(self.vocab, self.merges)
+            .fuse_unk(self.fuse_unk.unwrap_or(false))
+            .byte_fallback(self.byte_fallback.unwrap_or(false))
+            .ignore_merges(self.ignore_merges.unwrap_or(false));
         if let Some(p) = self.dropout {
             b = b.dropout(p);
         }
@@ -78,20 +78,12 @@ impl Bpe {
         if let Some(s) = self.end_of_word_suffix {
             b = b.end_of_word_suffix(s);
         }
-        if let Some(f) = self.fuse_unk {
-            b = b.fuse_unk(f);
-        }
-        if let Some(f) = self.byte_fallback {
-            b = b.byte_fallback(f);
-        }
-        if let Some(f) = self.ignore_merges {
-            b = b.ignore_merges(f);
-        }
         b.build().ok()
     }
 }
 
-fn read_bpe(bytes: &[u8]) -> Option<Tokenizer> {
+/// The tokenizer read by this module's own path, or `None` where `read` needs the crate's loader.
+pub fn read_bpe(bytes: &[u8]) -> Option<Tokenizer> {
     let file: File = serde_json::from_slice(bytes).ok()?;
     if file.version != "1.0" {
         return None;
@@ -141,6 +133,10 @@ mod tests {
     fn added_tokens_normalizer_and_processor_are_kept() {
         let mut json: serde_json::Value = serde_json::from_slice(&bpe_file()).unwrap();
         json["normalizer"] = serde_json::json!({"type": "Lowercase"});
+        // Fields left out altogether, as hand-written files do.
+        json.as_object_mut().unwrap().remove("truncation");
+        json.as_object_mut().unwrap().remove("padding");
+        json["model"].as_object_mut().unwrap().remove("fuse_unk");
         json["post_processor"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
         json["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({"id": 9, "content": "ABC", "single_word": false, "lstrip": true, "rstrip": false, "normalized": true, "special": false}));
         assert_same_as_crate(json.to_string().as_bytes(), &["ABC abc", " ABCAB"], true);

@@ -72,11 +72,9 @@ fn split<const Q: usize>(rows: usize, per_row: usize, blocks: &mut [u8]) -> usiz
     let n = rows * per_row;
     let scales: Vec<[u8; 2]> = blocks[..n * size].chunks_exact(size).map(|block| [block[0], block[1]]).collect();
     let mut source = Vec::with_capacity(qmatmul::ROWS * per_row * size);
-    // A group's rows and blocks are walked in order: block b of row k goes to b·in_group + k
-    // of the group (`qmatmul::block_index` without a division per block, 4 M blocks at load).
-    for first_row in (0..rows).step_by(qmatmul::ROWS) {
-        let (in_group, first) = (qmatmul::ROWS.min(rows - first_row), first_row * per_row);
-        let end = first + in_group * per_row;
+    // Group by group, rows and blocks in order: no division per block (4 M of them at load).
+    for (first_row, group_rows) in qmatmul::row_groups(rows) {
+        let (first, end) = (first_row * per_row, (first_row + group_rows) * per_row);
         source.clear();
         source.extend_from_slice(&blocks[first * size..end * size]);
         let placed = blocks[first * Q..end * Q].as_chunks_mut::<Q>().0;
@@ -84,16 +82,16 @@ fn split<const Q: usize>(rows: usize, per_row: usize, blocks: &mut [u8]) -> usiz
             for (b, block) in row.chunks_exact(size).enumerate() {
                 let mut quants: [u8; Q] = block[2..].try_into().expect("Q bytes");
                 qmatmul::to_kernel_order(&mut quants);
-                placed[b * in_group + k] = quants;
+                placed[qmatmul::in_group(group_rows, k, b)] = quants;
             }
         }
     }
     let placed = blocks[n * Q..n * size].as_chunks_mut::<2>().0;
-    for first_row in (0..rows).step_by(qmatmul::ROWS) {
-        let (in_group, first) = (qmatmul::ROWS.min(rows - first_row), first_row * per_row);
-        for (k, row) in scales[first..first + in_group * per_row].chunks_exact(per_row).enumerate() {
+    for (first_row, group_rows) in qmatmul::row_groups(rows) {
+        let first = first_row * per_row;
+        for (k, row) in scales[first..first + group_rows * per_row].chunks_exact(per_row).enumerate() {
             for (b, &d) in row.iter().enumerate() {
-                placed[first + b * in_group + k] = d;
+                placed[first + qmatmul::in_group(group_rows, k, b)] = d;
             }
         }
     }
