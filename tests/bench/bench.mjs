@@ -139,7 +139,7 @@ async function oursFigures(quant, threads) {
       memory_after_load_bytes: loaded.wasm_memory_bytes,
       weights_file_bytes: fileBytes,
       kv_cache_bytes: kvBytes,
-      memory_short_run_bytes: short.at(-1).wasm_memory_bytes,
+      memory_short_run_bytes: short[0].wasm_memory_bytes, // before any long-context run
       threads: longContext.threads,
       wasm_memory_bytes: longContext.wasm_memory_bytes,
     };
