@@ -120,7 +120,12 @@ const TWO_POW_112: f32 = f32::from_bits((127 + 112) << 23);
 /// has.
 pub fn block_index(rows: usize, blocks: usize, r: usize, b: usize) -> usize {
     let first_row = r / ROWS * ROWS;
-    first_row * blocks + in_group(ROWS.min(rows - first_row), r - first_row, b)
+    first_row * blocks + in_group(group_size(rows, first_row), r - first_row, b)
+}
+
+/// Rows in the group that starts at `first_row`: ROWS, or fewer for the last.
+fn group_size(rows: usize, first_row: usize) -> usize {
+    ROWS.min(rows - first_row)
 }
 
 /// Where block b of the group's row k is kept among the blocks of a group of `n` rows.
@@ -131,7 +136,7 @@ pub fn in_group(n: usize, k: usize, b: usize) -> usize {
 
 /// A matrix's row groups, in order: (first row, rows in the group).
 pub fn row_groups(rows: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..rows).step_by(ROWS).map(move |first| (first, ROWS.min(rows - first)))
+    (0..rows).step_by(ROWS).map(move |first| (first, group_size(rows, first)))
 }
 
 /// out (m × rows) = x (m × cols) · Wᵀ.

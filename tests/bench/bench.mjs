@@ -7,7 +7,8 @@
 //   wllama   llama.cpp's wasm (@wllama/wllama) in the same Chromium, one and two threads, on the
 //            very blocks ours runs (each weights file exported back to GGUF by build.sh
 //            peer_ggufs), and on the shipped Q4_1 GGUF the folder was converted from
-// Each figure is the median of RUNS runs; every comparison is a ratio within this run.
+// Each figure is the median of RUNS runs (the CLI's short-prompt figures, of CAPTURE_PAIRS: see
+// nativeFigures); every comparison is a ratio within this run.
 // Writes target/bench/report.json and target/bench/report.md.
 
 import { execFileSync } from 'node:child_process';
@@ -21,6 +22,9 @@ import { serveRoots } from './static-server.mjs';
 
 const APP = process.env.ATTNSCOPE_URL ?? 'http://127.0.0.1:8080';
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+// Capture on / off natively: one run here differs from the next by up to a quarter, and the cost
+// to be told apart is a few percent (three pairs gave 0.89× where eight gave 0.98×).
+const CAPTURE_PAIRS = Math.max(RUNS, 8);
 const DECODE = 128;
 // wllama's files: ours exported (served from /peer/), and the shipped one.
 const PEER_GGUF = {
@@ -49,11 +53,9 @@ function native(quant, prompt, extra = []) {
 }
 
 function nativeFigures(quant) {
-  // Capture on and off alternate, so that the VM's drift over the runs falls on both alike; and
-  // at least eight pairs: one run here differs from the next by up to a quarter, and the cost to
-  // be told apart is a few percent (three pairs gave 0.89× where eight gave 0.98×).
+  // Capture on and off alternate, so that the VM's drift over the runs falls on both alike.
   const short = [], capture = [];
-  for (let i = 0; i < Math.max(RUNS, 8); i++) {
+  for (let i = 0; i < CAPTURE_PAIRS; i++) {
     short.push(native(quant, PROMPTS.short));
     capture.push(native(quant, PROMPTS.short, ['--capture']));
   }
@@ -263,7 +265,7 @@ const sideBySide = (set) => {
   }
 };
 const md = [];
-md.push('# attnscope benchmark', '', `Machine: ${machine.cores} cores, ${machine.cpu}; ${machine.chromium}; load average at start ${machine.load}.`, `Medians of ${RUNS} runs. wllama runs the same blocks as ours (each of our weights files exported back to GGUF), and also the shipped GGUF (Q4_1) they were converted from. "1t"/"2t": threads.`, '');
+md.push('# attnscope benchmark', '', `Machine: ${machine.cores} cores, ${machine.cpu}; ${machine.chromium}; load average at start ${machine.load}.`, `Medians of ${RUNS} runs (the CLI's short-prompt figures and capture on / off: ${CAPTURE_PAIRS} alternating pairs). wllama runs the same blocks as ours (each of our weights files exported back to GGUF), and also the shipped GGUF (Q4_1) they were converted from. "1t"/"2t": threads.`, '');
 md.push('## The engines alone: our worker and wllama on the same weights, each driven by a page that draws nothing', '');
 sideBySide(wk);
 md.push(`| decode at ${wk.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${CONFIGS.map((k) => `${round(wk[k].decode_at_long_context)} (${Math.round((100 * wk[k].decode_at_long_context) / wk[k].decode)}%) | |`).join(' | ')} |`);
