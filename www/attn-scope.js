@@ -18,6 +18,7 @@ import { MODEL_BASE, TEXT_EVERY_MS, WorkerClient, engineOptions } from './client
 import { FIELD_NAMES, readSettings, elementSnippet, iframeSnippet, viewLink, copyText } from './share.js';
 import { SINK_MODES } from './heatmap.js';
 import { make } from './views/teach-dom.js';
+import { OnScreen } from './on-screen.js';
 import { patternCSV, patternJSON, patternPNG, patternSVG, exportName, download } from './export.js';
 import './views/attention-heatmap.js';
 import './views/token-text.js';
@@ -73,6 +74,9 @@ export class AttnScope extends HTMLElement {
     ensureStylesheet();
     this.uid = `attn-scope-${++counter}`;
     this.build();
+    // Scrolled out of sight, the element does not redraw while tokens arrive (on-screen.js).
+    this.onScreen = new OnScreen(() => this.run && !this.run.finished && this.refresh());
+    this.onScreen.watch(this);
     this.applySelection();
     if (this.settings.autorun) this.start();
   }
@@ -386,6 +390,7 @@ export class AttnScope extends HTMLElement {
   /** Redraws the heatmap, the text view and the active teaching view; one refresh in flight. */
   async refresh() {
     if (!this.client?.running || !this.info || !this.run) return;
+    if (!this.run.finished && !this.onScreen.has(this)) return;
     if (this.refreshing) {
       this.refreshAgain = true;
       return;

@@ -6,6 +6,7 @@ import { MODEL_BASE, TEXT_EVERY_MS, WorkerClient, engineOptions, randomSeed } fr
 import { SINK_MODES } from './heatmap.js';
 import { FIELD_NAMES, readSettings, viewLink, elementSnippet, iframeSnippet, copyText } from './share.js';
 import { patternCSV, patternJSON, patternPNG, patternSVG, exportName, download } from './export.js';
+import { OnScreen } from './on-screen.js';
 import './views/attention-heatmap.js';
 import './views/head-grid.js';
 import './views/token-text.js';
@@ -55,6 +56,8 @@ const state = {
 // ---------------------------------------------------------------- the worker
 
 const client = new WorkerClient((msg) => onWorkerMessage(msg));
+// A view that scrolls into sight mid-run is redrawn at once, the grid included.
+const onScreen = new OnScreen(() => state.run && refreshAttention({ overview: true }));
 
 function startWorker() {
   client.start();
@@ -336,25 +339,31 @@ async function refreshAttention({ overview = false } = {}) {
   state.refreshing = true;
   state.lastRefreshAt = performance.now();
   try {
+    // While tokens arrive, only the views on screen are redrawn (on-screen.js).
+    const sees = (id) => !state.run || onScreen.has($(id));
     const { layer, head } = state.selection;
     const data = await fetchAttention(layer, head);
     state.pattern = data;
-    $('heatmap').show(data);
-    $('legend').show({ sink: state.sink, max: $('heatmap').display?.max ?? null }); // the range show() just computed
+    if (sees('heatmap')) {
+      $('heatmap').show(data);
+      $('legend').show({ sink: state.sink, max: $('heatmap').display?.max ?? null }); // the range show() just computed
+    }
     describeCapture(data);
-    const text = state.textMode === 'mean' ? await fetchAttention(layer, head, true) : data;
-    const run = shownRun();
-    const labels = run ? [...run.promptTokens, ...run.labels] : data.tokens;
-    $('token-text').show(labels, run?.promptTokens.length ?? 0, text.size, (i) => (i < text.size ? text.weights.subarray(i * text.size, i * text.size + i + 1) : null));
+    if (sees('token-text')) {
+      const text = state.textMode === 'mean' ? await fetchAttention(layer, head, true) : data;
+      const run = shownRun();
+      const labels = run ? [...run.promptTokens, ...run.labels] : data.tokens;
+      $('token-text').show(labels, run?.promptTokens.length ?? 0, text.size, (i) => (i < text.size ? text.weights.subarray(i * text.size, i * text.size + i + 1) : null));
+    }
     const now = performance.now();
     if (!data.size) {
       $('head-grid').show(null); // nothing has been read yet: no thumbnails to draw
-    } else if (overview || now - state.lastOverviewAt > OVERVIEW_EVERY_MS) {
+    } else if (sees('head-grid') && (overview || now - state.lastOverviewAt > OVERVIEW_EVERY_MS)) {
       state.lastOverviewAt = now;
       const grid = await request(MSG.OVERVIEW, { size: OVERVIEW_SIZE });
       $('head-grid').show(grid, state.selection, state.info.n_kv_heads);
     }
-    await refreshTeaching();
+    if (sees('teach')) await refreshTeaching();
   } catch {
     // A refresh racing a restart or a new prompt is harmless: the next token redraws.
   } finally {
@@ -520,6 +529,7 @@ function wire() {
     });
   }
   $('head-grid').addEventListener('headselect', (e) => select(e.detail.layer, e.detail.head));
+  onScreen.watch($('heatmap'), $('token-text'), $('head-grid'), $('teach'));
   $('heatmap').show(null);
   clearStats();
 }

@@ -267,6 +267,48 @@ test('Escape stops a generation within one token, and the next run is normal', S
   }
 });
 
+test('while tokens arrive only the views on screen redraw; one scrolled into sight catches up at once, and all are drawn at the end', SLOW, async (t) => {
+  const page = b.page;
+  // A short window: the heatmap at the top of the page is on screen, the teaching views below it are not.
+  const viewport = page.viewportSize();
+  await page.setViewportSize({ width: 1280, height: 420 });
+  t.after(() => page.setViewportSize(viewport));
+  await page.evaluate(() => window.scrollTo(0, 0));
+  const steps = () => page.evaluate(() => document.querySelector('attention-steps').explanation ?? null);
+  const top = (id) => page.evaluate((id) => document.getElementById(id).getBoundingClientRect().top - innerHeight, id);
+  assert.ok((await top('heatmap')) < 0 && (await top('teach')) > 0, 'the heatmap is on screen, the teaching views below the fold');
+  assert.equal(await page.evaluate(() => document.querySelector('teach-tabs').active), 'steps');
+  await page.evaluate(() => {
+    window.__drawn = new Set();
+    window.__stepsBefore = document.querySelector('attention-steps').explanation;
+    window.__stepsStale = true; // the step view off screen keeps the previous run's row
+    document.addEventListener('attnscope:token', () => {
+      window.__drawn.add(document.getElementById('heatmap').data?.size);
+      if (document.querySelector('attention-steps').explanation !== window.__stepsBefore) window.__stepsStale = false;
+    });
+    window.__live = window.attnscope.generate({ prompt: 'Once upon a time', maxTokens: 400, temperature: 0.8, seed: 5 });
+  });
+  // The heatmap, on screen, follows the run while the step view, off screen, waits.
+  await page.waitForFunction(() => [...window.__drawn].filter((n) => n > 0).length >= 3);
+  assert.equal(await page.evaluate(() => window.__stepsStale), true, 'the step view off screen was not redrawn');
+  // Scrolled into sight mid-run, it shows the newest row without waiting for the end.
+  await page.evaluate(() => document.getElementById('teach').scrollIntoView());
+  await page.waitForFunction(() => document.querySelector('attention-steps').explanation !== window.__stepsBefore);
+  const midRun = await steps();
+  const sizeThen = await page.evaluate(() => document.getElementById('heatmap').data.size);
+  await page.evaluate(() => window.attnscope.stop());
+  const result = await page.evaluate(() => window.__live);
+  assert.equal(result.stats.stop_reason, 'stopped', 'the run was still going when the step view caught up');
+  assert.ok(midRun.query >= sizeThen - 2, `the step view caught up with the run (row ${midRun.query}, heatmap ${sizeThen} rows)`);
+  // At the end every view shows the whole run, whether on screen or not.
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.waitForFunction(() => {
+    const shown = document.getElementById('heatmap').data;
+    return document.querySelector('attention-steps').explanation.query === shown.size - 1 && document.getElementById('head-grid').data?.seqLen === shown.seqLen;
+  });
+
+});
+
 test('a reload loads the model from the Cache API with the model files unreachable', SLOW, async () => {
   const blocked = [];
   await b.context.route('**/models/**', (route) => {
