@@ -36,8 +36,9 @@ pub struct QActivations {
     pub cols: usize,
     pub scales: Vec<f32>, // (rows, cols/32)
     pub quants: Vec<i8>,  // (rows, cols)
-    /// One row (a decode step) prepared once for the kernel, block by block: every row group of
-    /// every product of this input uses it (empty for many rows).
+    /// Every row prepared once for the kernel, block by block (rows, cols/32): every row group of
+    /// every product of this input uses it. Prepared again for each row group instead, a prefill
+    /// of ~256 tokens ran a sixth to a quarter slower (A/B in Chromium, docs/PERFORMANCE.md).
     widened: Vec<lanes::Widened>,
 }
 
@@ -59,9 +60,7 @@ impl QActivations {
             *d_out = d;
         }
         self.widened.clear();
-        if rows == 1 {
-            self.widened.extend(self.quants.as_chunks::<BLOCK>().0.iter().map(lanes::Widened::of));
-        }
+        self.widened.extend(self.quants.as_chunks::<BLOCK>().0.iter().map(lanes::Widened::of));
     }
 }
 
@@ -226,7 +225,7 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
                 let group = nibbles[r0 * cols / 2..(r0 + n) * cols / 2].as_chunks::<16>().0;
                 unpacked.extend((0..blocks).map(|b| std::array::from_fn(|k| unpack(&group[b * n + k.min(n - 1)]))));
             }
-            let row = |i: usize| Row::Prefill { scales: converted, x: &x.quants[i * cols..(i + 1) * cols].as_chunks::<BLOCK>().0[..blocks] };
+            let row = |i: usize| Row::Prefill { scales: converted, x: &x.widened[i * blocks..(i + 1) * blocks] };
             run(&row, unpacked, dst);
         });
     }
@@ -315,8 +314,8 @@ enum Row<'a> {
     /// A decode step's only row, prepared already (`QActivations::widened`), with the scales as
     /// stored (f16, converted as they are used).
     Decode { scales: &'a [[[u8; 2]; ROWS]], x: &'a [lanes::Widened] },
-    /// One of a prefill's rows, with the scales converted once for all of them.
-    Prefill { scales: &'a [[f32; ROWS]], x: &'a [[i8; BLOCK]] },
+    /// One of a prefill's rows, prepared already, with the scales converted once for all of them.
+    Prefill { scales: &'a [[f32; ROWS]], x: &'a [lanes::Widened] },
 }
 
 /// Activation row i of a product, as the dot products take it.
@@ -351,7 +350,7 @@ fn dot<W>(row: Row, xs: &[f32], w: Group<W>, block: impl Fn(&W, &lanes::Widened)
         }
         Row::Prefill { scales, x } => {
             let (f, x) = (&scales[..blocks], &x[..blocks]);
-            group_rows(|b| (f[b].map(|d| d * xs[b]), lanes::Widened::of(&x[b])), w, blocks, block)
+            group_rows(|b| (f[b].map(|d| d * xs[b]), x[b]), w, blocks, block)
         }
     }
 }
@@ -872,7 +871,7 @@ mod tests {
         // A decode step (scales as stored, the row prepared), and a prefill's row (scales
         // converted first).
         fn row<'r>(decode: bool, h: &'r [[[u8; 2]; ROWS]], f: &'r [[f32; ROWS]], x: &'r QActivations) -> Row<'r> {
-            if decode { Row::Decode { scales: h, x: &x.widened } } else { Row::Prefill { scales: f, x: x.quants.as_chunks::<BLOCK>().0 } }
+            if decode { Row::Decode { scales: h, x: &x.widened } } else { Row::Prefill { scales: f, x: &x.widened } }
         }
         for decode in [true, false] {
             let name = if decode { "decode" } else { "prefill" };
