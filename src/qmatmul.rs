@@ -5,8 +5,8 @@
 //! scalar), each summing the per-block products in its own order, so the browser and the native
 //! CLI drift apart in the last bits and greedy decoding picks different tokens within a few dozen
 //! steps. Here the integer part of each block (32 int8 products) is exact on every platform, SIMD
-//! or not, and the float part is one fixed sequence (four lane accumulators, each adding
-//! `lane sum · (d_w · d_x)` block by block, then added in a fixed order; see the dot products).
+//! or not, and the float part is one fixed sequence (per row, one accumulator adding
+//! `block sum · (d_w · d_x)` block by block, as GGML's scalar reference does; see the dot products).
 //! So every platform computes the same bits, and the browser's tokens equal the CLI's.
 //!
 //! Layout: quants are kept apart from scales, and both in the order the kernel reads them: rows
@@ -219,7 +219,7 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
         }
         PREFILL_SCRATCH.with_borrow_mut(|(converted, unpacked)| {
             converted.clear();
-            converted.extend(group_scales.iter().map(|h| lanes::scales_times(h, 1.0)));
+            converted.extend(group_scales.iter().map(|h| lanes::to_f32s(lanes::scales_times(h, 1.0))));
             unpacked.clear();
             if let QWeights::Q4_0 { nibbles, .. } = w {
                 let group = nibbles[r0 * cols / 2..(r0 + n) * cols / 2].as_chunks::<16>().0;
@@ -302,10 +302,12 @@ fn rearrange(quants: &mut [u8], to_lanes: bool) {
 
 // The dot products. Each block's 32 integer products are summed into four lanes, lane k holding
 // elements {2k, 2k+1, 2k+8, 2k+9} of each 16-element half — the grouping of wasm's i32x4.dot_i16x8
-// and x86's pmaddwd alike. Each lane accumulates `lane_sum · (d_w · d_x)` block by block, and the
-// lanes are added last as (l0 + l1) + (l2 + l3). The wasm, SSE2 and portable versions below all
-// follow this one order, so every build gives identical bits, and no SIMD build reduces across
-// lanes inside the loop.
+// and x86's pmaddwd alike. The four lanes are then added up as integers (exact in any order), and
+// each row accumulates `block_sum · (d_w · d_x)` block by block in one float, the four rows of a
+// group side by side in one vector. The wasm, SSE2 and portable versions below all follow this
+// one order, so every build gives identical bits. (Until 2026-11-27 each lane kept its own float
+// sum, added up at the end: four conversions and multiplies per row and block where there is now
+// one per group.)
 
 /// One activation row as the dot products take it, with the row group's block scales (block by
 /// block, a lane per row).
@@ -350,7 +352,7 @@ fn dot<W>(row: Row, xs: &[f32], w: Group<W>, block: impl Fn(&W, &lanes::Widened)
         }
         Row::Prefill { scales, x } => {
             let (f, x) = (&scales[..blocks], &x[..blocks]);
-            group_rows(|b| (f[b].map(|d| d * xs[b]), x[b]), w, blocks, block)
+            group_rows(|b| (lanes::times(&f[b], xs[b]), x[b]), w, blocks, block)
         }
     }
 }
@@ -358,7 +360,7 @@ fn dot<W>(row: Row, xs: &[f32], w: Group<W>, block: impl Fn(&W, &lanes::Widened)
 /// `dot_rows` over a whole group (its four blocks side by side, indexed once per block) or a
 /// short one.
 #[inline(always)]
-fn group_rows<W>(x: impl Fn(usize) -> ([f32; ROWS], lanes::Widened), w: Group<W>, blocks: usize, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+fn group_rows<W>(x: impl Fn(usize) -> (lanes::Scales, lanes::Widened), w: Group<W>, blocks: usize, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
     match w {
         Group::Whole(g) => {
             let g = &g[..blocks];
@@ -368,43 +370,60 @@ fn group_rows<W>(x: impl Fn(usize) -> ([f32; ROWS], lanes::Widened), w: Group<W>
     }
 }
 
-/// The loop both dot products share, written out for exactly four rows: with the rows in an
-/// array indexed by a loop counter, LLVM kept the four accumulators in memory and bounds-checked
-/// every access; as four named locals, they stay in registers. `x(b)`: block b's d_w · d_x for
-/// each row, and the activation block; `w(b)`: block b of each row.
+/// The loop both dot products share: per block, each row's four lane sums added up exactly (as
+/// integers), the four rows' totals side by side in one vector, times their four scales, into one
+/// float accumulator a lane per row. `x(b)`: block b's d_w · d_x for each row, and the activation
+/// block; `w(b)`: block b of each row.
 #[inline(always)]
-fn dot_rows<'w, W: 'w>(x: impl Fn(usize) -> ([f32; ROWS], lanes::Widened), w: impl Fn(usize) -> [&'w W; ROWS], blocks: usize, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
-    let (mut a0, mut a1, mut a2, mut a3) = (lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default(), lanes::Acc::default());
+fn dot_rows<'w, W: 'w>(x: impl Fn(usize) -> (lanes::Scales, lanes::Widened), w: impl Fn(usize) -> [&'w W; ROWS], blocks: usize, block: impl Fn(&W, &lanes::Widened) -> lanes::Ints) -> [f32; ROWS] {
+    let mut acc = lanes::Acc::default();
     for b in 0..blocks {
         let (d, xw) = x(b);
         let [w0, w1, w2, w3] = w(b);
-        a0.add(block(w0, &xw), d[0]);
-        a1.add(block(w1, &xw), d[1]);
-        a2.add(block(w2, &xw), d[2]);
-        a3.add(block(w3, &xw), d[3]);
+        acc.add(lanes::totals([block(w0, &xw), block(w1, &xw), block(w2, &xw), block(w3, &xw)]), d);
     }
-    [a0.total(), a1.total(), a2.total(), a3.total()]
+    acc.rows()
 }
 
 /// The portable definition of the lanes (and the fallback on other CPUs).
 #[allow(dead_code)]
 mod portable {
     pub type Ints = [i32; 4];
+    /// A block's d_w · d_x for each of the four rows of a group.
+    pub type Scales = [f32; 4];
 
+    /// Four rows' sums, a lane per row.
     #[derive(Default)]
     pub struct Acc([f32; 4]);
 
     impl Acc {
+        /// Adds `totals[r] · d[r]` to row r.
         #[inline]
-        pub fn add(&mut self, sums: Ints, scale: f32) {
-            for k in 0..4 {
-                self.0[k] += sums[k] as f32 * scale;
+        pub fn add(&mut self, totals: Ints, d: Scales) {
+            for r in 0..4 {
+                self.0[r] += totals[r] as f32 * d[r];
             }
         }
         #[inline]
-        pub fn total(&self) -> f32 {
-            (self.0[0] + self.0[1]) + (self.0[2] + self.0[3])
+        pub fn rows(&self) -> [f32; 4] {
+            self.0
         }
+    }
+
+    /// Each row's four lane sums added up (exact, in any order): lane r holds row r's total.
+    #[inline]
+    pub fn totals(rows: [Ints; 4]) -> Ints {
+        rows.map(|l| (l[0] + l[2]) + (l[1] + l[3]))
+    }
+
+    #[inline]
+    pub fn times(f: &[f32; 4], dx: f32) -> Scales {
+        f.map(|d| d * dx)
+    }
+
+    #[inline]
+    pub fn to_f32s(d: Scales) -> [f32; 4] {
+        d
     }
 
     /// Integer sums are exact in any order: pair the two halves first, then add each lane's pairs.
@@ -421,7 +440,7 @@ mod portable {
     /// A block's four f16 scales (one per row of a group) as f32, each times the activation
     /// block's scale.
     #[inline]
-    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> [f32; 4] {
+    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> Scales {
         h.map(|h| super::f16_to_f32(h) * dx)
     }
 
@@ -462,6 +481,7 @@ mod wasm_acc {
     use core::arch::wasm32::*;
 
     pub type Ints = v128;
+    pub type Scales = v128;
     pub struct Acc(v128);
 
     impl Default for Acc {
@@ -472,14 +492,34 @@ mod wasm_acc {
 
     impl Acc {
         #[inline]
-        pub fn add(&mut self, sums: Ints, scale: f32) {
-            self.0 = f32x4_add(self.0, f32x4_mul(f32x4_convert_i32x4(sums), f32x4_splat(scale)));
+        pub fn add(&mut self, totals: Ints, d: Scales) {
+            self.0 = f32x4_add(self.0, f32x4_mul(f32x4_convert_i32x4(totals), d));
         }
         #[inline]
-        pub fn total(&self) -> f32 {
-            let v = self.0;
-            (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v)) + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
+        pub fn rows(&self) -> [f32; 4] {
+            to_f32s(self.0)
         }
+    }
+
+    /// Each row's four lane sums added up, lane r holding row r's total (the portable `totals`):
+    /// two rounds of interleaving and adding, a 4 × 4 transpose folded into the sums.
+    #[inline]
+    pub fn totals([a, b, c, d]: [Ints; 4]) -> Ints {
+        // [a0 + a2, b0 + b2, a1 + a3, b1 + b3], and the same for c and d.
+        let ab = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(a, b), i32x4_shuffle::<2, 6, 3, 7>(a, b));
+        let cd = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(c, d), i32x4_shuffle::<2, 6, 3, 7>(c, d));
+        i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(ab, cd), i32x4_shuffle::<2, 3, 6, 7>(ab, cd))
+    }
+
+    #[inline]
+    pub fn times(f: &[f32; 4], dx: f32) -> Scales {
+        // SAFETY: f holds 16 bytes; unaligned loads are allowed.
+        f32x4_mul(unsafe { v128_load(f.as_ptr() as *const v128) }, f32x4_splat(dx))
+    }
+
+    #[inline]
+    pub fn to_f32s(d: Scales) -> [f32; 4] {
+        [f32x4_extract_lane::<0>(d), f32x4_extract_lane::<1>(d), f32x4_extract_lane::<2>(d), f32x4_extract_lane::<3>(d)]
     }
 
     /// A block's four f16 scales (one per row of a group) as f32, each times the activation
@@ -487,13 +527,12 @@ mod wasm_acc {
     /// lane, where its sign is the f32's, and an arithmetic shift by 3 puts exponent and mantissa
     /// in their f32 places (the sign's copies land in three bits the mask clears).
     #[inline]
-    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> [f32; 4] {
+    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> Scales {
         // SAFETY: h holds 8 bytes; unaligned loads are allowed.
         let h = unsafe { v128_load64_zero(h.as_ptr() as *const u64) };
         let high = i8x16_shuffle::<16, 16, 0, 1, 16, 16, 2, 3, 16, 16, 4, 5, 16, 16, 6, 7>(h, u64x2_splat(0));
         let d = f32x4_mul(v128_and(i32x4_shr(high, 3), u32x4_splat(0x8FFF_FFFF)), f32x4_splat(super::TWO_POW_112));
-        let p = f32x4_mul(d, f32x4_splat(dx));
-        [f32x4_extract_lane::<0>(p), f32x4_extract_lane::<1>(p), f32x4_extract_lane::<2>(p), f32x4_extract_lane::<3>(p)]
+        f32x4_mul(d, f32x4_splat(dx))
     }
 
     /// Q4_0 nibbles against an activation block: each wasm build's `nibble_halves` does the
@@ -518,7 +557,7 @@ mod wasm_acc {
 mod lanes {
     use core::arch::wasm32::*;
 
-    pub use super::wasm_acc::{Acc, Ints, nibbles_32_widened, scales_times, unpacked_32_widened};
+    pub use super::wasm_acc::{Acc, Ints, Scales, nibbles_32_widened, scales_times, times, to_f32s, totals, unpacked_32_widened};
 
     /// An activation block widened to int16 once, for all the weight rows that use it.
     #[derive(Clone, Copy)]
@@ -572,7 +611,7 @@ mod lanes {
 mod lanes {
     use core::arch::wasm32::*;
 
-    pub use super::wasm_acc::{Acc, Ints, nibbles_32_widened, scales_times, unpacked_32_widened};
+    pub use super::wasm_acc::{Acc, Ints, Scales, nibbles_32_widened, scales_times, times, to_f32s, totals, unpacked_32_widened};
 
     /// GGML's order of 16 elements → lane order (each lane's four elements adjacent).
     #[inline]
@@ -643,6 +682,7 @@ mod lanes {
     use core::arch::x86_64::*;
 
     pub type Ints = __m128i;
+    pub type Scales = __m128;
     pub struct Acc(__m128);
 
     impl Default for Acc {
@@ -654,32 +694,52 @@ mod lanes {
 
     impl Acc {
         #[inline]
-        pub fn add(&mut self, sums: Ints, scale: f32) {
+        pub fn add(&mut self, totals: Ints, d: Scales) {
             // SAFETY: SSE2 baseline; cvtepi32_ps rounds to nearest like `as f32`.
-            unsafe { self.0 = _mm_add_ps(self.0, _mm_mul_ps(_mm_cvtepi32_ps(sums), _mm_set1_ps(scale))) }
+            unsafe { self.0 = _mm_add_ps(self.0, _mm_mul_ps(_mm_cvtepi32_ps(totals), d)) }
         }
         #[inline]
-        pub fn total(&self) -> f32 {
-            let mut l = [0f32; 4];
-            // SAFETY: l has room for four f32.
-            unsafe { _mm_storeu_ps(l.as_mut_ptr(), self.0) };
-            (l[0] + l[1]) + (l[2] + l[3])
+        pub fn rows(&self) -> [f32; 4] {
+            to_f32s(self.0)
         }
+    }
+
+    /// Each row's four lane sums added up, lane r holding row r's total, as in the wasm version.
+    #[inline]
+    pub fn totals([a, b, c, d]: [Ints; 4]) -> Ints {
+        // SAFETY: SSE2 baseline.
+        unsafe {
+            let ab = _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+            let cd = _mm_add_epi32(_mm_unpacklo_epi32(c, d), _mm_unpackhi_epi32(c, d));
+            _mm_add_epi32(_mm_unpacklo_epi64(ab, cd), _mm_unpackhi_epi64(ab, cd))
+        }
+    }
+
+    #[inline]
+    pub fn times(f: &[f32; 4], dx: f32) -> Scales {
+        // SAFETY: SSE2 baseline; f holds 16 bytes; the load is unaligned.
+        unsafe { _mm_mul_ps(_mm_loadu_ps(f.as_ptr()), _mm_set1_ps(dx)) }
+    }
+
+    #[inline]
+    pub fn to_f32s(d: Scales) -> [f32; 4] {
+        let mut out = [0f32; 4];
+        // SAFETY: out has room for four f32; the store is unaligned.
+        unsafe { _mm_storeu_ps(out.as_mut_ptr(), d) };
+        out
     }
 
     /// A block's four f16 scales as f32, each times the activation block's scale, as in the wasm
     /// version.
     #[inline]
-    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> [f32; 4] {
-        let mut out = [0f32; 4];
-        // SAFETY: SSE2 baseline; h holds 8 bytes and out 16; the load and store are unaligned.
+    pub fn scales_times(h: &[[u8; 2]; 4], dx: f32) -> Scales {
+        // SAFETY: SSE2 baseline; h holds 8 bytes; the load is unaligned.
         unsafe {
             let high = _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_loadl_epi64(h.as_ptr() as *const __m128i));
             let bits = _mm_and_si128(_mm_srai_epi32(high, 3), _mm_set1_epi32(0x8FFF_FFFFu32 as i32));
             let d = _mm_mul_ps(_mm_castsi128_ps(bits), _mm_set1_ps(super::TWO_POW_112));
-            _mm_storeu_ps(out.as_mut_ptr(), _mm_mul_ps(d, _mm_set1_ps(dx)));
+            _mm_mul_ps(d, _mm_set1_ps(dx))
         }
-        out
     }
 
     /// Sign-extends the low / high eight int8 of v to int16.
@@ -844,6 +904,10 @@ mod tests {
         assert_eq!(super::lanes::to_array(super::lanes::i8_32_widened(&a32, &x)), super::portable::i8_32(&a, &b));
         assert_eq!(super::lanes::to_array(super::lanes::nibbles_32_widened(&n16, &x)), super::portable::nibbles_32(&n, &b));
         assert_eq!(super::lanes::to_array(super::lanes::unpacked_32_widened(&unpack(&n16), &x)), super::portable::nibbles_32(&n, &b), "unpacked first");
+        // SAFETY: __m128i is the same 16 bytes as [i32; 4].
+        let ints = |r: [i32; 4]| unsafe { std::mem::transmute::<[i32; 4], super::lanes::Ints>(r) };
+        let rows = [[1, -2, 3, -4], [i32::MAX / 4, 5, -6, 7], [8, 9, 10, 11], [-12, 13, 0, 1 << 20]];
+        assert_eq!(super::lanes::to_array(super::lanes::totals(rows.map(ints))), super::portable::totals(rows), "each row's four lanes added up, a lane per row");
         let extremes = [-128i8; 32];
         let xe = super::lanes::Widened::of(&extremes);
         assert_eq!(super::lanes::to_array(super::lanes::i8_32_widened(&extremes, &xe)), super::portable::i8_32(&extremes, &extremes));
@@ -904,7 +968,7 @@ mod tests {
                 let want = h.to_f32();
                 assert_eq!(f16_to_f32(bits.to_le_bytes()).to_bits(), want.to_bits(), "{bits:#06x}");
                 let four = [bits, bits ^ 0x8000, bits, 0].map(u16::to_le_bytes);
-                let got = lanes::scales_times(&four, 0.5);
+                let got = lanes::to_f32s(lanes::scales_times(&four, 0.5));
                 let expect = [want * 0.5, -want * 0.5, want * 0.5, 0.0];
                 assert_eq!(got.map(f32::to_bits), expect.map(f32::to_bits), "{bits:#06x}, four at once");
             }
