@@ -180,6 +180,39 @@ test('the iframe snippet works on a page of another origin', SLOW, async (t) => 
   await page.close();
 });
 
+test('an element out of sight does not redraw while tokens arrive, catches up once scrolled into sight, and is drawn at the end', SLOW, async () => {
+  const origin = `http://127.0.0.1:${staticServer.port}`;
+  writeFileSync(join(STATIC_DIR, 'long-lesson.html'), `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Week 4: reading attention</title><script type="module" src="${origin}/www/attn-scope.js"></script></head>
+<body>
+<h1>Week 4</h1>
+<div style="height: 3000px">Read the chapter first; the model is further down.</div>
+<attn-scope prompt="Once upon a time" max-tokens="300" temperature="0.8" seed="5" autorun></attn-scope>
+</body>
+</html>
+`);
+  const page = await b.context.newPage();
+  await page.goto(`${origin}/target/e2e-static/long-lesson.html`);
+  await page.waitForFunction(() => document.querySelector('attn-scope')?.run?.ids.length >= 1);
+  // Off screen: tokens arrive, the heatmap is not drawn.
+  await page.evaluate(() => {
+    window.__drawnOffScreen = 0;
+    window.__watch = setInterval(() => { if (document.querySelector('attention-heatmap').data?.size) window.__drawnOffScreen += 1; }, 10);
+  });
+  await page.waitForFunction(() => document.querySelector('attn-scope').run.ids.length >= 12);
+  assert.equal(await page.evaluate(() => { clearInterval(window.__watch); return window.__drawnOffScreen; }), 0, 'nothing was drawn out of sight');
+  // Scrolled into sight mid-run, it draws the run so far without waiting for the end.
+  await page.evaluate(() => document.querySelector('attn-scope').scrollIntoView());
+  await page.waitForFunction(() => document.querySelector('attention-heatmap').data?.size > 0);
+  assert.equal(await page.evaluate(() => document.querySelector('attn-scope').run.finished), false, 'drawn while the run was still going');
+  // At the end it shows the whole run, scrolled away again or not.
+  await page.evaluate(() => window.scrollTo(0, 0));
+  const result = await scopeDone(page);
+  await page.waitForFunction((n) => document.querySelector('attention-heatmap').data?.size === n, result.stats.prompt_tokens + result.stats.generated_tokens - 1);
+  await page.close();
+});
+
 test('postMessage with the host page: only the named parent origin, only well-formed messages', SLOW, async (t) => {
   const appOrigin = new URL(BASE_URL).origin;
   const hostOrigin = `http://localhost:${staticServer.port}`;
