@@ -305,9 +305,9 @@ fn rearrange(quants: &mut [u8], to_lanes: bool) {
 // and x86's pmaddwd alike. The four lanes are then added up as integers (exact in any order), and
 // each row accumulates `block_sum · (d_w · d_x)` block by block in one float, the four rows of a
 // group side by side in one vector. The wasm, SSE2 and portable versions below all follow this
-// one order, so every build gives identical bits. (Until 2026-11-27 each lane kept its own float
-// sum, added up at the end: four conversions and multiplies per row and block where there is now
-// one per group.)
+// one order, so every build gives identical bits. (A float sum per lane, added up at the end,
+// took a conversion and a multiply-add per row and block where this takes them once per group;
+// decode and prefill were slower for it, docs/PERFORMANCE.md.)
 
 /// One activation row as the dot products take it, with the row group's block scales (block by
 /// block, a lane per row).
