@@ -25,6 +25,10 @@ const REQUESTED_RELAXED = PAGE_PARAMS.get('relaxed') !== '0';
 const $ = (id) => document.getElementById(id);
 const OVERVIEW_SIZE = 24; // thumbnail cells per side in the all-heads grid
 const OVERVIEW_EVERY_MS = 1500; // the grid is refreshed at most this often during a generation
+// The open teaching view too: the step table is rebuilt whole, a row per token, and redrawn at the
+// heatmap's pace it cost two-thread decode a seventh with every view on screen (26.0 against
+// 30.2 tokens/s, docs/PERFORMANCE.md). It is redrawn at once when it comes on screen and at the end.
+const TEACH_EVERY_MS = 1500;
 // While tokens stream, the views redraw at most this often, and a millisecond longer for each
 // token they show (their cost grows with it): redrawing per token kept the page's main thread
 // busy all the time (a whole core on a two-core laptop), taking the core a second compute thread
@@ -48,6 +52,7 @@ const state = {
   refreshing: false,
   refreshAgain: null, // options of a refresh asked for while one was in flight
   lastOverviewAt: 0,
+  lastTeachAt: 0,
   lastRefreshAt: 0,
   redrawTimer: null, // a refresh waiting for REDRAW_EVERY_MS to pass
   textTimer: null, // the running answer's text waiting for TEXT_EVERY_MS to pass
@@ -363,7 +368,10 @@ async function refreshAttention({ overview = false } = {}) {
       const grid = await request(MSG.OVERVIEW, { size: OVERVIEW_SIZE });
       $('head-grid').show(grid, state.selection, state.info.n_kv_heads);
     }
-    if (sees('teach')) await refreshTeaching();
+    if (sees('teach') && (overview || !state.run || now - state.lastTeachAt > TEACH_EVERY_MS)) {
+      state.lastTeachAt = now;
+      await refreshTeaching();
+    }
   } catch {
     // A refresh racing a restart or a new prompt is harmless: the next token redraws.
   } finally {
