@@ -38,7 +38,7 @@ pub struct QActivations {
     pub quants: Vec<i8>,  // (rows, cols)
     /// Every row prepared once for the kernel, block by block (rows, cols/32): every row group of
     /// every product of this input uses it. Prepared again for each row group instead, a prefill
-    /// of ~256 tokens ran a sixth to a quarter slower (A/B in Chromium, docs/PERFORMANCE.md).
+    /// of ~256 tokens ran up to a quarter slower (A/B in Chromium, docs/PERFORMANCE.md).
     widened: Vec<lanes::Widened>,
 }
 
@@ -307,7 +307,7 @@ fn rearrange(quants: &mut [u8], to_lanes: bool) {
 // group side by side in one vector. The wasm, SSE2 and portable versions below all follow this
 // one order, so every build gives identical bits. (A float sum per lane, added up at the end,
 // took a conversion and a multiply-add per row and block where this takes them once per group;
-// decode and prefill were slower for it, docs/PERFORMANCE.md.)
+// q8_0 decode and prefill were slower for it, docs/PERFORMANCE.md.)
 
 /// One activation row as the dot products take it, with the row group's block scales (block by
 /// block, a lane per row).

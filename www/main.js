@@ -24,11 +24,11 @@ const REQUESTED_RELAXED = PAGE_PARAMS.get('relaxed') !== '0';
 
 const $ = (id) => document.getElementById(id);
 const OVERVIEW_SIZE = 24; // thumbnail cells per side in the all-heads grid
-const OVERVIEW_EVERY_MS = 1500; // the grid is refreshed at most this often during a generation
-// The open teaching view too: the step table is rebuilt whole, a row per token, and redrawn at the
-// heatmap's pace it cost two-thread decode a seventh with every view on screen (26.0 against
-// 30.2 tokens/s, docs/PERFORMANCE.md). It is redrawn at once when it comes on screen and at the end.
-const TEACH_EVERY_MS = 1500;
+// The slow views, the grid and the open teaching view, redraw at most this often during a
+// generation (and at once when one comes on screen, when a head is chosen, and at the end). The
+// step table is rebuilt whole, a row per token: redrawn at the heatmap's pace, it cost two-thread
+// decode a seventh with every view on screen (26.0 against 30.2 tokens/s, docs/PERFORMANCE.md).
+const SLOW_VIEWS_EVERY_MS = 1500;
 // While tokens stream, the views redraw at most this often, and a millisecond longer for each
 // token they show (their cost grows with it): redrawing per token kept the page's main thread
 // busy all the time (a whole core on a two-core laptop), taking the core a second compute thread
@@ -51,8 +51,7 @@ const state = {
   textMode: 'head', // 'head' or 'mean'
   refreshing: false,
   refreshAgain: null, // options of a refresh asked for while one was in flight
-  lastOverviewAt: 0,
-  lastTeachAt: 0,
+  lastSlowViewsAt: 0, // when the slow views were last due (SLOW_VIEWS_EVERY_MS)
   lastRefreshAt: 0,
   redrawTimer: null, // a refresh waiting for REDRAW_EVERY_MS to pass
   textTimer: null, // the running answer's text waiting for TEXT_EVERY_MS to pass
@@ -334,7 +333,10 @@ async function fetchAttention(layer, head, mean = false) {
   return { layer, head, mean, size: reply.size, tokens: reply.tokens, weights: reply.weights, seqLen: reply.seqLen, captureTokens: reply.captureTokens };
 }
 
-/** Redraws the chosen head, the text view and now and then the grid; one refresh in flight. */
+/**
+ * Redraws the chosen head, the text view and now and then the slow views (the grid and the open
+ * teaching view); `overview`: the slow views now. One refresh in flight.
+ */
 async function refreshAttention({ overview = false } = {}) {
   if (!state.info || !client.running) return;
   if (state.refreshing) {
@@ -361,17 +363,15 @@ async function refreshAttention({ overview = false } = {}) {
       $('token-text').show(labels, run?.promptTokens.length ?? 0, text.size, (i) => (i < text.size ? text.weights.subarray(i * text.size, i * text.size + i + 1) : null));
     }
     const now = performance.now();
+    const slowViewsDue = overview || now - state.lastSlowViewsAt > SLOW_VIEWS_EVERY_MS;
+    if (slowViewsDue) state.lastSlowViewsAt = now;
     if (!data.size) {
       $('head-grid').show(null); // nothing has been read yet: no thumbnails to draw
-    } else if (sees('head-grid') && (overview || now - state.lastOverviewAt > OVERVIEW_EVERY_MS)) {
-      state.lastOverviewAt = now;
+    } else if (sees('head-grid') && slowViewsDue) {
       const grid = await request(MSG.OVERVIEW, { size: OVERVIEW_SIZE });
       $('head-grid').show(grid, state.selection, state.info.n_kv_heads);
     }
-    if (sees('teach') && (overview || !state.run || now - state.lastTeachAt > TEACH_EVERY_MS)) {
-      state.lastTeachAt = now;
-      await refreshTeaching();
-    }
+    if (sees('teach') && (slowViewsDue || !state.run)) await refreshTeaching();
   } catch {
     // A refresh racing a restart or a new prompt is harmless: the next token redraws.
   } finally {

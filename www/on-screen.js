@@ -8,18 +8,18 @@ export class OnScreen {
   /** `shown()`: called when a watched view comes on screen. */
   constructor(shown) {
     this.seen = new Map(); // view → on screen; a view not reported yet counts as on screen
-    this.observer = typeof IntersectionObserver === 'function' ? new IntersectionObserver((entries) => {
+    this.observer = new IntersectionObserver((entries) => {
       let appeared = false;
       for (const e of entries) {
         appeared ||= e.isIntersecting && this.seen.get(e.target) === false;
         this.seen.set(e.target, e.isIntersecting);
       }
       if (appeared) shown();
-    }) : null;
+    });
   }
 
   watch(...views) {
-    for (const view of views) this.observer?.observe(view);
+    for (const view of views) this.observer.observe(view);
   }
 
   /** Whether `view` is on screen (or not known to be off it). */
