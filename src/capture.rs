@@ -82,7 +82,7 @@ impl AttentionCapture {
         debug_assert_eq!(store.len(), query * (query + 1) / 2, "capture rows must arrive in order");
         debug_assert_eq!(probs.len(), query + 1);
         grow_within(store, probs.len(), self.window * (self.window + 1) / 2);
-        store.extend(probs.iter().map(|&p| f16::from_f32(p)));
+        extend_f16(store, probs);
     }
 
     /// Captured query rows (= tokens covered) for this layer and head.
@@ -160,6 +160,52 @@ impl AttentionCapture {
 /// allocated: for SmolLM2's 512-position window, 195 MiB instead of `bound_bytes`' 100 MiB, and
 /// the last doubling (at position 512) 69 MiB of wasm memory at once. Growing on demand, not up
 /// front, keeps a short run (most of the page's) from paying for the whole window.
+/// Appends `values` rounded to f16, as `f16::from_f32` rounds them (to nearest, ties to even).
+#[cfg(not(target_feature = "simd128"))]
+fn extend_f16(store: &mut Vec<f16>, values: &[f32]) {
+    store.extend(values.iter().map(|&v| f16::from_f32(v)));
+}
+
+/// The same, eight at a time: the half crate converts one value in about thirty scalar
+/// operations, which in Chromium took a sixth of the model's own code outside the matrix
+/// products in a decode step, and more in a long prefill (a profile, PERFORMANCE.md). Each lane
+/// follows `tests::f16_bits` (the same operations; a test checks those against the half crate
+/// natively, and the browser tests compare the page's patterns with the CLI's to the bit).
+#[cfg(target_feature = "simd128")]
+fn extend_f16(store: &mut Vec<f16>, values: &[f32]) {
+    use core::arch::wasm32::*;
+    /// Four f32 lanes as f16 bits in the low half of each, or None when one is out of f16's
+    /// finite range or NaN (rare: the half crate takes those).
+    #[inline]
+    fn four(v: v128) -> Option<v128> {
+        let sign = v128_and(v, u32x4_splat(0x8000_0000));
+        let abs = v128_xor(v, sign);
+        if v128_any_true(u32x4_ge(abs, u32x4_splat(0x4780_0000))) {
+            return None;
+        }
+        let subnormal = i32x4_sub(f32x4_add(abs, f32x4_splat(0.5)), u32x4_splat(0x3F00_0000));
+        let odd = v128_and(u32x4_shr(abs, 13), u32x4_splat(1));
+        let normal = u32x4_shr(i32x4_add(i32x4_add(abs, u32x4_splat(0xC800_0FFF)), odd), 13);
+        let h = v128_bitselect(subnormal, normal, u32x4_lt(abs, u32x4_splat(0x3880_0000)));
+        Some(v128_or(h, u32x4_shr(sign, 16)))
+    }
+    let (eights, rest) = values.as_chunks::<8>();
+    for e in eights {
+        // SAFETY: e holds 8 floats; unaligned loads are allowed.
+        let (lo, hi) = unsafe { (v128_load(e.as_ptr() as *const v128), v128_load(e.as_ptr().add(4) as *const v128)) };
+        match (four(lo), four(hi)) {
+            (Some(lo), Some(hi)) => {
+                let mut bits = [0u16; 8];
+                // SAFETY: bits has room for 16 bytes.
+                unsafe { v128_store(bits.as_mut_ptr() as *mut v128, u16x8_narrow_i32x4(lo, hi)) };
+                store.extend(bits.map(f16::from_bits));
+            }
+            _ => store.extend(e.iter().map(|&v| f16::from_f32(v))),
+        }
+    }
+    store.extend(rest.iter().map(|&v| f16::from_f32(v)));
+}
+
 fn grow_within<T>(store: &mut Vec<T>, more: usize, bound: usize) {
     let needed = store.len() + more;
     if needed > store.capacity() {
@@ -218,6 +264,38 @@ mod tests {
         let expected = (2.0f64.ln() + (2.0 * 0.25 * 4.0f64.ln() + 0.5 * 2.0f64.ln())) / 2.0;
         assert!((entropy as f64 - expected).abs() < 1e-6, "{entropy} vs {expected}");
         assert_eq!(head_stats(&[1.0], 1, &ids), [0.0; HEAD_STATS], "one token says nothing");
+    }
+
+    /// What each lane of the wasm `extend_f16` computes, for an f32 within f16's finite range
+    /// (|x| < 65536; the wasm code hands the rest to the half crate). F. Giesen's method: a
+    /// subnormal result is the f32 sum |x| + 0.5, whose rounding puts the 10 kept bits at the
+    /// bottom, to nearest even; a normal one rebiases the exponent and adds half an f16 ulp less
+    /// one, plus the kept mantissa's last bit, so that ties go to even.
+    fn f16_bits(x: f32) -> Option<u16> {
+        let (bits, sign) = (x.to_bits() & 0x7FFF_FFFF, x.to_bits() & 0x8000_0000);
+        if bits >= 0x4780_0000 {
+            return None;
+        }
+        let subnormal = (f32::from_bits(bits) + 0.5).to_bits().wrapping_sub(0x3F00_0000);
+        let normal = bits.wrapping_add(0xC800_0FFF).wrapping_add((bits >> 13) & 1) >> 13;
+        let h = if bits < 0x3880_0000 { subnormal } else { normal };
+        Some((h | sign >> 16) as u16)
+    }
+
+    #[test]
+    fn the_eight_lane_f16_rounding_is_the_half_crates_wherever_it_applies() {
+        // Every 97th bit pattern of the range it takes, both signs, and every f32 near the f16
+        // subnormal/normal boundary and the top (ties included).
+        let sampled = (0..0x4780_0000u32).step_by(97);
+        let edges = (0x3870_0000..0x3890_0000u32).chain(0x477F_0000..0x4780_0000);
+        for bits in sampled.chain(edges) {
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                assert_eq!(f16_bits(x), Some(f16::from_f32(x).to_bits()), "{x:e} ({:#x})", x.to_bits());
+            }
+        }
+        for x in [65536.0, f32::INFINITY, f32::NAN, -1e9] {
+            assert_eq!(f16_bits(x), None, "{x}: left to the half crate");
+        }
     }
 
     #[test]

@@ -69,25 +69,60 @@ impl SamplingParams {
 pub struct Sampler {
     processor: LogitsProcessor,
     params: SamplingParams,
+    /// A greedy step's penalized logits, kept so that a step allocates nothing.
+    adjusted: Vec<f32>,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self, SamplerError> {
         params.validate()?;
-        Ok(Sampler { processor: LogitsProcessor::from_sampling(params.seed, params.sampling()), params })
+        Ok(Sampler { processor: LogitsProcessor::from_sampling(params.seed, params.sampling()), params, adjusted: Vec::new() })
     }
 
     /// Picks the next token; `context` is the sequence so far (for the repeat penalty).
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> Result<u32, SamplerError> {
+        let recent = &context[context.len().saturating_sub(self.params.repeat_last_n)..];
+        let penalty = self.params.repeat_penalty;
+        if self.params.temperature <= 0.0 && !logits.is_empty() {
+            // Greedy: candle's penalty and argmax without its tensors, which copied the
+            // vocabulary's logits four times a step (half a percent of a decode step in Chromium).
+            if penalty == 1.0 {
+                return Ok(first_max(logits));
+            }
+            self.adjusted.clear();
+            self.adjusted.extend_from_slice(logits);
+            penalize(&mut self.adjusted, penalty, recent);
+            return Ok(first_max(&self.adjusted));
+        }
         let logits = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
-        let logits = if self.params.repeat_penalty == 1.0 {
-            logits
-        } else {
-            let start = context.len().saturating_sub(self.params.repeat_last_n);
-            candle_transformers::utils::apply_repeat_penalty(&logits, self.params.repeat_penalty, &context[start..])?
-        };
+        let logits = if penalty == 1.0 { logits } else { candle_transformers::utils::apply_repeat_penalty(&logits, penalty, recent)? };
         Ok(self.processor.sample(&logits)?)
     }
+}
+
+/// candle's `apply_repeat_penalty`, in place: each distinct token of `recent` once, a positive
+/// logit divided by the penalty, a negative one multiplied.
+fn penalize(logits: &mut [f32], penalty: f32, recent: &[u32]) {
+    for (i, &id) in recent.iter().enumerate() {
+        if recent[..i].contains(&id) {
+            continue;
+        }
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l = if *l >= 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
+}
+
+/// candle's argmax: the first of the largest values, a later one winning only when strictly
+/// larger (so NaNs never win, unless the first value is one).
+fn first_max(values: &[f32]) -> u32 {
+    let (mut at, mut best) = (0, values[0]);
+    for (i, &v) in values.iter().enumerate() {
+        if best < v {
+            (at, best) = (i, v);
+        }
+    }
+    at as u32
 }
 
 /// What the sampler sees for one step, for display: the raw softmax and the distribution actually
@@ -251,6 +286,31 @@ mod tests {
         let argmax = l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
         let mut s = Sampler::new(SamplingParams { repeat_penalty: 1.0, ..Default::default() }).unwrap();
         assert_eq!(s.sample(&l, &[]).unwrap(), argmax);
+    }
+
+    #[test]
+    fn greedy_picks_what_candles_repeat_penalty_and_argmax_pick() {
+        let candle = |l: &[f32], penalty: f32, recent: &[u32]| {
+            let t = Tensor::from_slice(l, l.len(), &Device::Cpu).unwrap();
+            let t = candle_transformers::utils::apply_repeat_penalty(&t, penalty, recent).unwrap();
+            LogitsProcessor::from_sampling(0, Sampling::ArgMax).sample(&t).unwrap()
+        };
+        // Ties, a penalized leader, negative logits, repeated and out-of-range context ids, NaNs.
+        let cases: [(Vec<f32>, &[u32]); 6] = [
+            (logits(), &[]),
+            (logits(), &[19, 19, 40, 99, 1000]),
+            (vec![2.0, 5.0, 5.0, 1.0], &[1]),
+            (vec![-3.0, -1.0, -1.05, -2.0], &[1, 1, 1]),
+            (vec![1.0, f32::NAN, 3.0, 3.0], &[3]),
+            (vec![f32::NAN, 4.0, 2.0], &[]),
+        ];
+        for (l, recent) in cases {
+            for penalty in [1.0, 1.1, 2.0] {
+                let p = SamplingParams { repeat_penalty: penalty, repeat_last_n: 64, ..Default::default() };
+                let ours = Sampler::new(p).unwrap().sample(&l, recent).unwrap();
+                assert_eq!(ours, candle(&l, penalty, recent), "{l:?}, penalty {penalty}, context {recent:?}");
+            }
+        }
     }
 
     #[test]

@@ -6,10 +6,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, BASE_URL, CACHE_NAME, freshContext, openApp, bannerText, nativeReference, runNative, generateArgs } from './browser.mjs';
+import { ROOT, BASE_URL, CACHE_NAME, freshContext, openApp, bannerText, nativeAttention, nativeReference, nativeTopLogits, pageTopLogits, runNative, generateArgs } from './browser.mjs';
 
 const SLOW = { timeout: 240_000 };
 const ref = nativeReference();
+// Every build computes the same bits as the CLI, not only the same greedy tokens: one rounded
+// activation or a sum in another order would show in these logits.
+const refLogits = ref && nativeTopLogits(ref);
 let b; // {context, page, problems, close}
 let info; // what the first load reported
 
@@ -40,10 +43,11 @@ test('the page loads the model over HTTP, checks it and says it is ready', SLOW,
   }
 });
 
-test('greedy tokens in the browser equal the native CLI', SLOW, async (t) => {
+test('greedy tokens in the browser equal the native CLI, and the logits after the prompt equal its logits to the bit', SLOW, async (t) => {
   if (!ref) return t.skip('no native reference: set ATTNSCOPE_NATIVE_REF or build target/release/attnscope');
   const result = await b.page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
   assert.deepEqual(result.ids, ref.ids);
+  if (refLogits) assert.deepEqual(await pageTopLogits(b.page), refLogits);
   assert.equal(result.stats.generated_tokens, ref.ids.length);
   assert.ok(result.stats.ttft_ms > 0 && result.stats.decode_tok_s > 0, `live statistics: ${JSON.stringify(result.stats)}`);
   assert.equal(result.stats.seed, ref.seed);
@@ -52,7 +56,22 @@ test('greedy tokens in the browser equal the native CLI', SLOW, async (t) => {
   assert.equal(await b.page.textContent('#stat-tokens'), `${result.stats.prompt_tokens} + ${result.stats.generated_tokens}`);
 });
 
-test('the single-thread build (?threads=1) gives the same tokens as the threads build and the CLI', SLOW, async (t) => {
+test('the attention patterns the page shows equal the CLI’s to the bit', SLOW, async (t) => {
+  if (!ref) return t.skip('no native reference: build target/release/attnscope');
+  // Long enough for many tiny probabilities (f16 subnormals) and every head's habits.
+  const prompt = 'Attention lets every token look back at the tokens before it. '.repeat(5).trim();
+  const run = await b.page.evaluate((p) => window.attnscope.generate({ prompt: p, maxTokens: 1, temperature: 0 }), prompt);
+  for (const layer of [0, 14, 29]) {
+    const native = nativeAttention(prompt, layer);
+    assert.equal(native[0].length, run.stats.prompt_tokens);
+    for (let head = 0; head < 9; head++) {
+      const { weights } = await b.page.evaluate((sel) => window.attnscope.attention(sel), { layer, head });
+      assert.deepEqual(weights, native[head], `layer ${layer}, head ${head}`);
+    }
+  }
+});
+
+test('the single-thread build (?threads=1) gives the same tokens and logits as the threads build and the CLI', SLOW, async (t) => {
   if (!ref) return t.skip('no native reference: set ATTNSCOPE_NATIVE_REF or build target/release/attnscope');
   const page = await b.context.newPage();
   try {
@@ -60,13 +79,14 @@ test('the single-thread build (?threads=1) gives the same tokens as the threads 
     assert.equal(single.threads, 1);
     const result = await page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
     assert.deepEqual(result.ids, ref.ids);
+    if (refLogits) assert.deepEqual(await pageTopLogits(page), refLogits);
     assert.equal(result.stats.threads, 1);
   } finally {
     await page.close();
   }
 });
 
-test('the plain-SIMD builds (?relaxed=0) give the same tokens as the relaxed-SIMD ones and the CLI, on one thread and on all', SLOW, async (t) => {
+test('the plain-SIMD builds (?relaxed=0) give the same tokens and logits as the relaxed-SIMD ones and the CLI, on one thread and on all', SLOW, async (t) => {
   if (!ref) return t.skip('no native reference: set ATTNSCOPE_NATIVE_REF or build target/release/attnscope');
   const page = await b.context.newPage();
   try {
@@ -75,6 +95,7 @@ test('the plain-SIMD builds (?relaxed=0) give the same tokens as the relaxed-SIM
       assert.equal(plain.relaxed_simd, false, query);
       const result = await page.evaluate((args) => window.attnscope.generate(args), generateArgs(ref));
       assert.deepEqual(result.ids, ref.ids, query);
+      if (refLogits) assert.deepEqual(await pageTopLogits(page), refLogits, query);
     }
   } finally {
     await page.close();
@@ -513,15 +534,19 @@ test('running out of memory in the engine is reported as such, never as a bare t
   assert.ok(after.stats.wasm_memory_bytes < 1 << 30, `wasm memory after the restart: ${after.stats.wasm_memory_bytes} bytes`);
 });
 
-test('choosing q4_0 reloads the weights, and its greedy tokens equal the CLI’s', SLOW, async () => {
+test('choosing q4_0 reloads the weights, and its greedy tokens and logits equal the CLI’s', SLOW, async () => {
   const page = b.page;
   await page.selectOption('#quant', 'q4_0');
   await page.waitForFunction(() => /^ready:.*q4_0/.test(document.getElementById('model-status').textContent));
   const prompt = 'The capital of France is';
   const result = await page.evaluate((p) => window.attnscope.generate({ prompt: p, maxTokens: 8, temperature: 0 }), prompt);
   const native = runNative({ prompt, max_tokens: 8, quant: 'q4_0' });
-  if (native) assert.deepEqual(result.ids, native.ids);
-  else assert.equal(result.ids.length, 8);
+  if (native) {
+    assert.deepEqual(result.ids, native.ids);
+    assert.deepEqual(await pageTopLogits(page), nativeTopLogits({ prompt, quant: 'q4_0', chat: false }));
+  } else {
+    assert.equal(result.ids.length, 8);
+  }
   await page.selectOption('#quant', 'q8_0');
   await page.waitForFunction(() => /^ready:.*q8_0/.test(document.getElementById('model-status').textContent));
 });

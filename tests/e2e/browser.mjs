@@ -158,6 +158,30 @@ export function runNative(settings) {
   return { ...s, ids };
 }
 
+/**
+ * The CLI's logits for the reference's prompt (`logits --top k`): the k largest, as [id, logit]
+ * pairs, largest first; null without the CLI.
+ */
+export function nativeTopLogits(ref, k = 10) {
+  if (!existsSync(CLI)) return null;
+  const args = ['logits', '--model', MODEL_DIR, '--quant', ref.quant, '--prompt', ref.prompt, '--top', String(k)];
+  if (ref.chat) args.push('--chat');
+  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' })).top;
+}
+
+/** The CLI's captured patterns of one layer after `prompt` (`attention --layer`): [head][query][key]. */
+export function nativeAttention(prompt, layer, quant = 'q8_0') {
+  if (!existsSync(CLI)) return null;
+  const args = ['attention', '--model', MODEL_DIR, '--quant', quant, '--prompt', prompt, '--layer', String(layer)];
+  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8', maxBuffer: 1 << 26 })).weights[0];
+}
+
+/** The page's logits after the prompt of its last run, as `nativeTopLogits` gives the CLI's. */
+export async function pageTopLogits(page) {
+  const [first] = await page.evaluate(() => window.attnscope.predictions());
+  return first.top.map((c) => [c.id, c.logit]);
+}
+
 /** The reference's settings as `window.attnscope.generate` arguments. */
 export function generateArgs(ref, overrides = {}) {
   return {
