@@ -202,14 +202,20 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     if k <= 64 {
         // One pass, keeping the best k in order: nearly every value loses its one comparison
         // with the k-th best so far (in index order, an equal value ranks after it).
+        // The plain `v < floor` settles nearly every value in one float comparison (it implies
+        // total_cmp's Less; ties, signed zeros and NaNs go on to total_cmp).
         let mut best: Vec<usize> = Vec::with_capacity(k + 1);
-        for i in 0..values.len() {
-            if best.len() == k && best.last().is_none_or(|&last| values[i].total_cmp(&values[last]).is_le()) {
+        let mut floor = f32::NEG_INFINITY;
+        for (i, &v) in values.iter().enumerate() {
+            if best.len() == k && (v < floor || best.last().is_none_or(|&last| v.total_cmp(&values[last]).is_le())) {
                 continue;
             }
             let at = best.partition_point(|b| by_value(b, &i).is_lt());
             best.insert(at, i);
             best.truncate(k);
+            if best.len() == k {
+                floor = best.last().map_or(f32::INFINITY, |&last| values[last]);
+            }
         }
         return best;
     }
