@@ -153,15 +153,7 @@ impl SamplingParams {
         }
         let mut adjusted = logits.to_vec();
         if self.repeat_penalty != 1.0 {
-            let start = context.len().saturating_sub(self.repeat_last_n);
-            let mut seen = std::collections::HashSet::new();
-            for &id in &context[start..] {
-                if seen.insert(id) {
-                    if let Some(l) = adjusted.get_mut(id as usize) {
-                        *l = if *l >= 0.0 { *l / self.repeat_penalty } else { *l * self.repeat_penalty };
-                    }
-                }
-            }
+            penalize(&mut adjusted, self.repeat_penalty, &context[context.len().saturating_sub(self.repeat_last_n)..]);
         }
         let p = softmax(&adjusted, self.temperature as f32);
         let kept_ids = self.kept(&adjusted, &p);
