@@ -167,35 +167,32 @@ pub struct Product<'a> {
 pub fn matmuls<const N: usize>(products: [Product; N], cols: usize, x: &QActivations) {
     assert_eq!(x.cols, cols, "matmul: activation width does not match the weights");
     let m = x.rows;
-    let jobs = products.map(|Product { w, rows, out }| (group_job(w, cols, x), rows, crate::team::Disjoint::new(out.split_at_mut(m * rows).0)));
-    let parts = jobs.each_ref().map(|(_, rows, _)| rows.div_ceil(ROWS_PER_PART));
-    let work = m * cols * jobs.iter().map(|(_, rows, _)| rows).sum::<usize>();
+    let jobs = products.map(|Product { w, rows, out }| (rows_job(w, cols, x, rows, crate::team::Disjoint::new(out.split_at_mut(m * rows).0)), rows));
+    let parts = jobs.each_ref().map(|(_, rows)| rows.div_ceil(ROWS_PER_PART));
+    let work = m * cols * jobs.iter().map(|(_, rows)| rows).sum::<usize>();
     crate::team::for_each_part(parts.iter().sum(), work, &|part| {
         let (mut p, mut part) = (0, part);
         while part >= parts[p] {
             part -= parts[p];
             p += 1;
         }
-        let (job, rows, out) = &jobs[p];
-        let (r0, r1) = (part * ROWS_PER_PART, ((part + 1) * ROWS_PER_PART).min(*rows));
-        for g in (r0..r1).step_by(ROWS) {
-            // SAFETY: this part alone writes the columns r0..r1 of its product's `out` (m × rows).
-            job(g, ROWS.min(r1 - g), &mut |i, r, v| unsafe { out.part(i * rows + r, v.len()).copy_from_slice(v) });
-        }
+        let (job, rows) = &jobs[p];
+        // This part alone writes the columns r0..r1 of its product's `out`.
+        job(part * ROWS_PER_PART, ((part + 1) * ROWS_PER_PART).min(*rows));
     });
 }
 
-/// Where a row group's values go: `dst(activation row, first weight row, values)`.
-type Values<'a> = dyn FnMut(usize, usize, &[f32]) + 'a;
-
-/// Weight rows in groups of ROWS against every activation row: `job(r0, n, dst)` computes rows
-/// r0..r0+n (n ≤ ROWS) and hands their values to `dst(activation row, first weight row, values)`,
-/// one call per activation row. A group's rows are read from memory once per call (what makes a
+/// Weight rows against every activation row into `out` (m × rows): `job(from, to)` computes rows
+/// from..to (`from` a multiple of ROWS) in groups of ROWS, and no other call running at the same
+/// time may be given any of those rows. A group's rows are read from memory once per group (what makes a
 /// prefill of many tokens cheaper per token than single steps), and each activation block is
-/// widened once for the whole group.
-fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(usize, usize, &mut Values) + Sync + 'a {
+/// widened once for the whole group. The groups of a call are one loop, not a call each: a
+/// call and a copy of four values per group (`memory.copy`, which V8 hands to the C library)
+/// took about 2% of a decode step.
+fn rows_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations, rows: usize, out: crate::team::Disjoint<'a, f32>) -> impl Fn(usize, usize) + Sync + 'a {
     let (m, blocks) = (x.rows, cols / BLOCK);
-    move |r0: usize, n: usize, dst: &mut Values| {
+    move |from: usize, to: usize| for r0 in (from..to).step_by(ROWS) {
+        let n = ROWS.min(to - r0);
         let (QWeights::Q8_0 { scales, .. } | QWeights::Q4_0 { scales, .. }) = w;
         let scales = &scales[r0 * blocks..(r0 + n) * blocks];
         // A short last group repeats its last row (and its scales); the repeats are computed and
@@ -210,7 +207,7 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
         };
         // `row(i)`: activation row i as the dot products take it. `unpacked`: for Q4_0 with many
         // activation rows, the group's nibbles unpacked once (as a whole group).
-        let run = |row: &RowOf<'_>, unpacked: &[[[u8; BLOCK]; ROWS]], dst: &mut Values| {
+        let run = |row: &RowOf<'_>, unpacked: &[[[u8; BLOCK]; ROWS]]| {
             for i in 0..m {
                 let xs = &x.scales[i * blocks..(i + 1) * blocks];
                 let sums = match w {
@@ -218,7 +215,12 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
                     QWeights::Q4_0 { .. } if !unpacked.is_empty() => dot(row(i), xs, Group::Whole(unpacked), lanes::unpacked_32_widened),
                     QWeights::Q4_0 { nibbles, .. } => dot(row(i), xs, Group::of(nibbles[r0 * cols / 2..(r0 + n) * cols / 2].as_chunks::<16>().0, n), lanes::nibbles_32_widened),
                 };
-                dst(i, r0, &sums[..n]);
+                // SAFETY: rows r0..r0+n are this call's alone (the contract above).
+                let values = unsafe { out.part(i * rows + r0, n) };
+                match values.first_chunk_mut::<ROWS>() {
+                    Some(values) => *values = sums,
+                    None => values.copy_from_slice(&sums[..n]),
+                }
             }
         };
         // One activation row uses each scale once: converted in the loop. Many reuse them:
@@ -226,7 +228,8 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
         // buffers this thread keeps (allocated per group, a short prompt's prefill on two threads
         // lost a third to the allocator).
         if m == 1 {
-            return run(&|_| Row::Decode { scales: group_scales, x: &x.widened }, &[], dst);
+            run(&|_| Row::Decode { scales: group_scales, x: &x.widened }, &[]);
+            continue;
         }
         PREFILL_SCRATCH.with_borrow_mut(|(converted, unpacked)| {
             converted.clear();
@@ -237,7 +240,7 @@ fn group_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations) -> impl Fn(u
                 unpacked.extend((0..blocks).map(|b| std::array::from_fn(|k| unpack(&group[b * n + k.min(n - 1)]))));
             }
             let row = |i: usize| Row::Prefill { scales: converted, x: &x.widened[i * blocks..(i + 1) * blocks] };
-            run(&row, unpacked, dst);
+            run(&row, unpacked);
         });
     }
 }
@@ -247,7 +250,7 @@ pub const ROWS: usize = 4;
 
 thread_local! {
     /// A row group's scales as f32 and (Q4_0) its unpacked nibbles, for a product with many
-    /// activation rows (see `group_job`).
+    /// activation rows (see `rows_job`).
     static PREFILL_SCRATCH: std::cell::RefCell<(Vec<[f32; ROWS]>, Vec<[[u8; BLOCK]; ROWS]>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
