@@ -65,8 +65,8 @@ pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: 
 /// registers, then stored once: summing key by key over the whole output row kept it in memory, a
 /// load and a store per multiply-add. Eight at a time, each value row was read and each weight
 /// broadcast four times as often. With 32, q8_0 decoded 1.013–1.072× as fast at 992 tokens of
-/// context on one thread (four paired A/Bs, ahead in 33 pairs of 44); 64 (sixteen accumulators,
-/// all the SIMD registers V8 uses on x86) was no faster than 32. Each element still adds its terms in key order from 0, as
+/// context on one thread (four paired A/Bs, ahead in 33 pairs of 44); 64 (sixteen accumulators)
+/// was no faster than 32. Each element still adds its terms in key order from 0, as
 /// `weighted_sum` does.
 pub fn group_weighted_sum(rows: &[f32], values: &[f32], hd: usize, out: &mut [f32]) {
     let group = out.len() / hd;

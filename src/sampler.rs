@@ -85,7 +85,8 @@ impl Sampler {
         let penalty = self.params.repeat_penalty;
         if self.params.temperature <= 0.0 && !logits.is_empty() {
             // Greedy: candle's penalty and argmax without its tensors, which copied the
-            // vocabulary's logits four times a step (about half a percent of a decode step in Chromium: candle's argmax 0.3% of the worker's samples, memmove 0.2% more).
+            // vocabulary's logits four times a step (about half a percent of a decode step in
+            // Chromium: candle's argmax 0.3% of the worker's samples, memmove 0.2% more).
             if penalty == 1.0 {
                 return Ok(first_max(logits));
             }
