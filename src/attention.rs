@@ -110,16 +110,42 @@ pub fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
 
 /// In-place softmax: scores → attention pattern (a probability row).
 pub fn pattern(row: &mut [f32]) {
-    let max = max(f32::NEG_INFINITY, row.iter().copied());
-    // The exponentials in a loop of their own, which the compiler vectorizes; summed in order after.
+    let max = max_by_lanes(row);
+    // The exponentials in a loop of their own, which the compiler vectorizes.
     for x in row.iter_mut() {
         *x = exp_nonpositive(*x - max);
     }
-    let sum = row.iter().fold(0.0, |s, &x| s + x);
+    let sum = sum_by_lanes(row);
     let inv = 1.0 / sum;
     for x in row.iter_mut() {
         *x *= inv;
     }
+}
+
+/// `max(-∞, row)` kept in eight lanes, as `dot` keeps its sums: one running maximum is a chain of
+/// compares, each waiting for the last. The maximum is the same whatever the order.
+fn max_by_lanes(row: &[f32]) -> f32 {
+    let (r8, rest) = row.as_chunks::<8>();
+    let mut m = [f32::NEG_INFINITY; 8];
+    for x in r8 {
+        for l in 0..8 {
+            m[l] = if x[l] > m[l] { x[l] } else { m[l] };
+        }
+    }
+    max(max(f32::NEG_INFINITY, m), rest.iter().copied())
+}
+
+/// The sum of a row in eight lanes, in `dot`'s order.
+fn sum_by_lanes(row: &[f32]) -> f32 {
+    let (r8, rest) = row.as_chunks::<8>();
+    let mut acc = [0f32; 8];
+    for x in r8 {
+        for l in 0..8 {
+            acc[l] += x[l];
+        }
+    }
+    let sum = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    rest.iter().fold(sum, |s, &x| s + x)
 }
 
 /// e^x for x ≤ 0 (a softmax's x − max), within 2 ulp, in plain f32 operations: libm's `expf` is a
@@ -213,6 +239,17 @@ mod tests {
                     assert_eq!(out[r * hd + d], in_order, "hd {hd}, head {r}, element {d}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_rows_maximum_and_sum_by_lanes_are_the_plain_maximum_and_dots_sum() {
+        for n in [1, 7, 8, 9, 64, 70, 993] {
+            let mut row: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 10.0).collect();
+            assert_eq!(max_by_lanes(&row), max(f32::NEG_INFINITY, row.iter().copied()), "n={n}");
+            assert_eq!(sum_by_lanes(&row).to_bits(), dot(&row, &vec![1.0; n]).to_bits(), "n={n}");
+            row[n / 2] = f32::NAN;
+            assert_eq!(max_by_lanes(&row), max(f32::NEG_INFINITY, row.iter().copied()), "n={n}, a NaN is passed over");
         }
     }
 
