@@ -303,18 +303,26 @@ impl Transformer {
                 // leave one of two threads idle a third of the time). Within a run, the heads of
                 // one group read its keys and values together.
                 let parts = if n >= PARALLEL_ATTENTION_FROM { team::size() } else { 1 };
+                let attend_group = |g: usize, h: usize, end: usize| {
+                    // SAFETY: heads h..end are this part's alone, and so are their rows of `scores` and `outs`.
+                    let (rows, out) = unsafe { (scores.part(h * n, (end - h) * n), outs.part(h * hd, (end - h) * hd)) };
+                    let queries = &q[h * hd..end * hd]; //                                    (heads, hd)
+                    attention::group_scores(queries, kv.keys(l, g, n), hd, scale, rows); //   (heads, n)
+                    rows.chunks_exact_mut(n).for_each(attention::pattern);
+                    attention::group_weighted_sum(rows, kv.values(l, g, n), hd, out); //     (heads, hd)
+                };
                 let attend = |part: usize| {
-                    let (mut h, last) = (part * c.n_heads / parts, (part + 1) * c.n_heads / parts);
-                    while h < last {
-                        let g = c.kv_head_of(h);
-                        let end = ((g + 1) * group).min(last);
-                        // SAFETY: heads h..end are this part's alone, and so are their rows of `scores` and `outs`.
-                        let (rows, out) = unsafe { (scores.part(h * n, (end - h) * n), outs.part(h * hd, (end - h) * hd)) };
-                        let queries = &q[h * hd..end * hd]; //                                    (heads, hd)
-                        attention::group_scores(queries, kv.keys(l, g, n), hd, scale, rows); //   (heads, n)
-                        rows.chunks_exact_mut(n).for_each(attention::pattern);
-                        attention::group_weighted_sum(rows, kv.values(l, g, n), hd, out); //     (heads, hd)
-                        h = end;
+                    let (first, last) = (part * c.n_heads / parts, (part + 1) * c.n_heads / parts);
+                    let runs = (c.kv_head_of(first)..c.kv_head_of(last.max(first + 1) - 1) + 1)
+                        .map(|g| (g, (g * group).max(first), ((g + 1) * group).min(last)))
+                        .filter(|&(_, h, end)| h < end);
+                    // A group split between parts 2i and 2i + 1 is the last of the one and the
+                    // first of the other: both take it first, at the same time, so that its keys
+                    // and values come from memory once for the two threads, not twice.
+                    if part % 2 == 0 {
+                        runs.rev().for_each(|(g, h, end)| attend_group(g, h, end));
+                    } else {
+                        runs.for_each(|(g, h, end)| attend_group(g, h, end));
                     }
                 };
                 team::for_each_part(parts, 0, &attend);
