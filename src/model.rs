@@ -316,9 +316,10 @@ impl Transformer {
                     let runs = (c.kv_head_of(first)..c.kv_head_of(last.max(first + 1) - 1) + 1)
                         .map(|g| (g, (g * group).max(first), ((g + 1) * group).min(last)))
                         .filter(|&(_, h, end)| h < end);
-                    // A group split between parts 2i and 2i + 1 is the last of the one and the
-                    // first of the other: both take it first, at the same time, so that its keys
-                    // and values come from memory once for the two threads, not twice.
+                    // A group split between parts 2i and 2i + 1 would be the last of the one and
+                    // the first of the other. Both take it first, at the same time, so that the
+                    // second reader may find its keys and values in the cache the cores share
+                    // (two threads, q4_0, 992 tokens of context: 1.068 in a paired A/B).
                     if part % 2 == 0 {
                         runs.rev().for_each(|(g, h, end)| attend_group(g, h, end));
                     } else {
