@@ -27,11 +27,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    let mut sum = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut sum = lanes_sum(acc);
     for (x, y) in a_rest.iter().zip(b_rest) {
         sum += x * y;
     }
     sum
+}
+
+/// Eight lanes' sums added up, in the one order `dot` and `sum_by_lanes` share.
+#[inline(always)]
+fn lanes_sum(acc: [f32; 8]) -> f32 {
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
 /// The largest of `init` and `values` (NaNs are passed over). By comparison, not `f32::max`:
@@ -144,8 +150,7 @@ fn sum_by_lanes(row: &[f32]) -> f32 {
             acc[l] += x[l];
         }
     }
-    let sum = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    rest.iter().fold(sum, |s, &x| s + x)
+    rest.iter().fold(lanes_sum(acc), |s, &x| s + x)
 }
 
 /// e^x for x ≤ 0 (a softmax's x − max), within 2 ulp, in plain f32 operations: libm's `expf` is a

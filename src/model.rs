@@ -313,7 +313,8 @@ impl Transformer {
                 };
                 let attend = |part: usize| {
                     let (first, last) = (part * c.n_heads / parts, (part + 1) * c.n_heads / parts);
-                    let runs = (c.kv_head_of(first)..c.kv_head_of(last.max(first + 1) - 1) + 1)
+                    // Each KV group's share of this part's heads h..end, where it has any.
+                    let runs = (0..c.n_kv_heads)
                         .map(|g| (g, (g * group).max(first), ((g + 1) * group).min(last)))
                         .filter(|&(_, h, end)| h < end);
                     // A group split between parts 2i and 2i + 1 would be the last of the one and
