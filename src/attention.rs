@@ -12,24 +12,35 @@
 //! value row is loaded once for the whole group, not once per query head. At long context the
 //! cache, not the weights, is what a step streams through memory, so this divides that traffic
 //! by the group size. Every head still sums in the same order as it would alone.
+//!
+//! The cache holds keys and values as bf16: f32's sign and exponent and the top 7 bits of its
+//! mantissa. At long context those reads were the largest part of what a step streams besides
+//! the weights, and bf16 halves them. Widening one back is exact and costs one shift or mask per
+//! four (the f32's bits are the bf16's with sixteen zero bits below), where f16 costs a shift, a
+//! mask and a multiply: three f16 caches, widened per element, per four keys and per tile, were
+//! each no faster than f32 (PERFORMANCE.md). With bf16, one-thread q4_0 decode at 992 tokens of
+//! context was 1.104× as fast (a paired A/B, ahead in 6 of 6).
 
 mod kernels;
 
+use half::bf16;
+
 /// Dot product written with eight independent accumulators, so the compiler can keep them in
 /// SIMD lanes (float addition is not associative; one accumulator would force a serial chain).
+/// `b` may be the cache's bf16, widened exactly, so a key's dot has the same bits either way.
 #[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot<B: Copy + Into<f32>>(a: &[f32], b: &[B]) -> f32 {
     let mut acc = [0f32; 8];
     let (a8, a_rest) = a.as_chunks::<8>();
     let (b8, b_rest) = b.as_chunks::<8>();
     for (x, y) in a8.iter().zip(b8) {
         for l in 0..8 {
-            acc[l] += x[l] * y[l];
+            acc[l] += x[l] * y[l].into();
         }
     }
     let mut sum = lanes_sum(acc);
-    for (x, y) in a_rest.iter().zip(b_rest) {
-        sum += x * y;
+    for (&x, &y) in a_rest.iter().zip(b_rest) {
+        sum += x * y.into();
     }
     sum
 }
@@ -50,9 +61,9 @@ pub fn max(init: f32, values: impl IntoIterator<Item = f32>) -> f32 {
 
 /// For each query head r of a group, or of a run of its heads (any number; a thread may take
 /// part of a group): `rows[r][j] = q_r·k_j · scale`, with the queries side by side in `queries`
-/// (heads × hd), the keys row by row in `keys` (n × hd) and the rows side by side in `rows`
-/// (heads × n).
-pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: &mut [f32]) {
+/// (heads × hd), the keys row by row in `keys` (n × hd, the cache's bf16) and the rows side by
+/// side in `rows` (heads × n).
+pub fn group_scores(queries: &[f32], keys: &[bf16], hd: usize, scale: f32, rows: &mut [f32]) {
     let group = queries.len() / hd;
     let n = rows.len() / group;
     let n_done = if hd.is_multiple_of(8) { kernels::scores_by_four(queries, keys, hd, scale, rows) } else { 0 };
@@ -64,8 +75,8 @@ pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: 
 }
 
 /// For each query head r of a group, or of a run of its heads: `out[r] = Σ_j rows[r][j] · v_j`,
-/// with the rows side by side (heads × n), the values row by row (n × hd) and the outputs side
-/// by side (heads × hd).
+/// with the rows side by side (heads × n), the values row by row (n × hd, the cache's bf16) and
+/// the outputs side by side (heads × hd).
 ///
 /// Thirty-two output elements at a time (eight SIMD accumulators) are summed over all the keys in
 /// registers, then stored once: summing key by key over the whole output row kept it in memory, a
@@ -74,36 +85,16 @@ pub fn group_scores(queries: &[f32], keys: &[f32], hd: usize, scale: f32, rows: 
 /// context on one thread (four paired A/Bs, ahead in 33 pairs of 44); 64 (sixteen accumulators)
 /// was no faster than 32. Each element still adds its terms in key order from 0, as
 /// `weighted_sum` does.
-pub fn group_weighted_sum(rows: &[f32], values: &[f32], hd: usize, out: &mut [f32]) {
+pub fn group_weighted_sum(rows: &[f32], values: &[bf16], hd: usize, out: &mut [f32]) {
     let group = out.len() / hd;
     let n = rows.len() / group;
     for (o, p) in out.chunks_exact_mut(hd).zip(rows.chunks_exact(n.max(1))) {
-        let (wide, rest) = o.as_chunks_mut::<32>();
-        let done = sum_columns(p, values, hd, 0, wide);
-        let (narrow, rest) = rest.as_chunks_mut::<8>();
-        let done = sum_columns(p, values, hd, done, narrow);
-        for (d, od) in rest.iter_mut().enumerate() {
-            *od = p.iter().zip(values.chunks_exact(hd)).fold(0.0, |acc, (&pj, v)| acc + pj * v[done + d]);
+        let done = kernels::sum_columns::<8>(p, values, hd, 0, o);
+        let done = kernels::sum_columns::<2>(p, values, hd, done, &mut o[done..]);
+        for (d, od) in o[done..].iter_mut().enumerate() {
+            *od = p.iter().zip(values.chunks_exact(hd)).fold(0.0, |acc, (&pj, v)| acc + pj * f32::from(v[done + d]));
         }
     }
-}
-
-/// Output columns `first..`, W at a time, of one head (`p`, its weights): each chunk summed over
-/// every key in registers. Returns the first column after them.
-#[inline(always)]
-fn sum_columns<const W: usize>(p: &[f32], values: &[f32], hd: usize, first: usize, out: &mut [[f32; W]]) -> usize {
-    for (c, oc) in out.iter_mut().enumerate() {
-        let at = first + c * W;
-        let mut acc = [0f32; W];
-        for (&pj, v) in p.iter().zip(values.chunks_exact(hd)) {
-            let v = &v[at..at + W];
-            for l in 0..W {
-                acc[l] += pj * v[l];
-            }
-        }
-        *oc = acc;
-    }
-    first + out.len() * W
 }
 
 /// `scores[j] = q·k_j · scale` for the `n_keys` keys stored row by row in `keys` (n_keys × hd).
@@ -211,15 +202,26 @@ mod tests {
         }
     }
 
+    fn wave(len: usize, f: f32) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * f).sin()).collect()
+    }
+
+    /// Rounded to bf16 as the cache stores them, and those bf16 widened back.
+    fn as_stored(v: &[f32]) -> (Vec<bf16>, Vec<f32>) {
+        let stored: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+        let widened = stored.iter().map(|&x| x.to_f32()).collect();
+        (stored, widened)
+    }
+
     #[test]
-    fn a_group_computes_exactly_what_its_heads_compute_alone() {
+    fn a_group_computes_exactly_what_its_heads_compute_alone_on_the_widened_cache() {
         let (hd, n, group) = (8, 5, 3);
-        let wave = |len: usize, f: f32| -> Vec<f32> { (0..len).map(|i| (i as f32 * f).sin()).collect() };
-        let (queries, keys, values) = (wave(group * hd, 0.7), wave(n * hd, 0.3), wave(n * hd, 0.9));
+        let (queries, (keys, keys_f32), (values, values_f32)) = (wave(group * hd, 0.7), as_stored(&wave(n * hd, 0.3)), as_stored(&wave(n * hd, 0.9)));
         let mut rows = vec![0.0; group * n];
         group_scores(&queries, &keys, hd, 0.5, &mut rows);
         let mut out = vec![0.0; group * hd];
         group_weighted_sum(&rows, &values, hd, &mut out);
+        let (keys, values) = (keys_f32, values_f32);
         for r in 0..group {
             let mut alone = vec![0.0; n];
             scores(&queries[r * hd..(r + 1) * hd], &keys, 0.5, &mut alone);
@@ -234,10 +236,10 @@ mod tests {
     fn a_group_sums_every_element_in_key_order_whatever_the_head_size() {
         // 44 and 80 take every path: 32 columns at a time, then 8, then one.
         for (hd, n) in [(8, 1), (64, 37), (12, 5), (44, 9), (80, 3)] {
-            let wave = |len: usize, f: f32| -> Vec<f32> { (0..len).map(|i| (i as f32 * f).sin()).collect() };
-            let (rows, values) = (wave(2 * n, 0.4), wave(n * hd, 0.8));
+            let (rows, (values, values_f32)) = (wave(2 * n, 0.4), as_stored(&wave(n * hd, 0.8)));
             let mut out = vec![f32::NAN; 2 * hd];
             group_weighted_sum(&rows, &values, hd, &mut out);
+            let values = values_f32;
             for r in 0..2 {
                 for d in 0..hd {
                     let in_order = (0..n).fold(0.0f32, |acc, j| acc + rows[r * n + j] * values[j * hd + d]);
@@ -252,7 +254,7 @@ mod tests {
         for n in [1, 7, 8, 9, 64, 70, 993] {
             let mut row: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 10.0).collect();
             assert_eq!(max_by_lanes(&row), max(f32::NEG_INFINITY, row.iter().copied()), "n={n}");
-            assert_eq!(sum_by_lanes(&row).to_bits(), dot(&row, &vec![1.0; n]).to_bits(), "n={n}");
+            assert_eq!(sum_by_lanes(&row).to_bits(), dot(&row, &vec![1f32; n]).to_bits(), "n={n}");
             row[n / 2] = f32::NAN;
             assert_eq!(max_by_lanes(&row), max(f32::NEG_INFINITY, row.iter().copied()), "n={n}, a NaN is passed over");
         }

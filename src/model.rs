@@ -7,7 +7,8 @@
 //! ```
 //! written top to bottom in `forward_chunk`, after llama2.c's `forward()`: every buffer lives in
 //! `RunState`, allocated once for the largest chunk, and one generated token allocates nothing.
-//! Keys and values go into a `KvCache` preallocated for the whole context and written in place.
+//! Keys and values go into a `KvCache` preallocated for the whole context and written in place,
+//! as bf16 (attention.rs says why).
 //! Matrix products are quantized (`QMatrix::matmul_q`, each input rounded to 8 bits once and
 //! shared by the matrices that read it); the rest is plain loops over slices, which is what the
 //! equations are. Transcendentals come from `libm`, not the platform's C library, so the browser
@@ -22,6 +23,7 @@ use crate::qmatmul::QActivations;
 use crate::team::{self, Disjoint};
 use crate::config::Config;
 use crate::weights::{QMatrix, Weights};
+use half::bf16;
 
 /// Prompts are processed this many tokens at a time: big enough that each weight block is
 /// reused across many rows (candle tiles rows in its quantized matmul), small enough that the
@@ -91,14 +93,14 @@ impl Rope {
 
 /// Keys and values of every past position: per layer and KV head, (max_context, hd) so that one
 /// head's keys are contiguous for the score loop. Each head's room is reserved at load but filled
-/// as positions are written, not zeroed first: zeroing ~90 MiB of wasm memory took 49 ms of a
-/// load in a Node profile (and the build 26 ms less in Chromium without it), and no position is
-/// read before it is written.
+/// as positions are written, not zeroed first: zeroing ~90 MiB of wasm memory (the cache in f32)
+/// took 49 ms of a load in a Node profile (and the build 26 ms less in Chromium without it), and
+/// no position is read before it is written.
 struct KvCache {
     n_kv_heads: usize,
     head_dim: usize,
-    keys: Vec<Vec<f32>>,   // [layer · n_kv_heads + g]
-    values: Vec<Vec<f32>>, // [layer · n_kv_heads + g]
+    keys: Vec<Vec<bf16>>,   // [layer · n_kv_heads + g]
+    values: Vec<Vec<bf16>>, // [layer · n_kv_heads + g]
 }
 
 impl KvCache {
@@ -107,7 +109,8 @@ impl KvCache {
         KvCache { n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, keys: room(), values: room() }
     }
 
-    /// Stores one token's k and v rows (kvh·hd each) at position p.
+    /// Stores one token's k and v rows (kvh·hd each) at position p, rounded to bf16 (to nearest,
+    /// ties to even). bf16 has f32's range, so nothing is clamped.
     fn write(&mut self, layer: usize, p: usize, k: &[f32], v: &[f32]) {
         let hd = self.head_dim;
         for (g, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
@@ -118,20 +121,21 @@ impl KvCache {
     }
 
     /// Writes `row` at `at`: over an earlier sequence's position, or as the next one.
-    fn put(head: &mut Vec<f32>, at: usize, row: &[f32]) {
+    fn put(head: &mut Vec<bf16>, at: usize, row: &[f32]) {
+        let rounded = row.iter().map(|&x| bf16::from_f32(x));
         if at < head.len() {
-            head[at..at + row.len()].copy_from_slice(row);
+            head[at..at + row.len()].iter_mut().zip(rounded).for_each(|(h, x)| *h = x);
         } else {
             assert_eq!(at, head.len(), "positions are written in order");
-            head.extend_from_slice(row);
+            head.extend(rounded);
         }
     }
 
     /// Keys (or values) 0..n of KV head g: n × hd, contiguous.
-    fn keys(&self, layer: usize, g: usize, n: usize) -> &[f32] {
+    fn keys(&self, layer: usize, g: usize, n: usize) -> &[bf16] {
         &self.keys[layer * self.n_kv_heads + g][..n * self.head_dim]
     }
-    fn values(&self, layer: usize, g: usize, n: usize) -> &[f32] {
+    fn values(&self, layer: usize, g: usize, n: usize) -> &[bf16] {
         &self.values[layer * self.n_kv_heads + g][..n * self.head_dim]
     }
 }
@@ -174,7 +178,7 @@ impl RunState {
 
 /// Bytes the model needs beyond its weights, computed before anything is allocated.
 pub fn memory_needed(c: &Config, weights_bytes: u64, max_context: usize, capture_window: Option<usize>) -> (u64, String) {
-    let kv = 2 * c.n_layers as u64 * c.kv_dim() as u64 * max_context as u64 * 4;
+    let kv = 2 * c.n_layers as u64 * c.kv_dim() as u64 * max_context as u64 * 2; // bf16
     let capture = capture_window.map_or(0, |w| AttentionCapture::bound_bytes(c.n_layers, c.n_heads, c.head_dim, w.min(max_context)) + (c.n_layers * c.dim * 4) as u64);
     let t = PREFILL_CHUNK as u64;
     let scratch = 4 * (t * (4 * c.dim as u64 + 2 * c.q_dim() as u64 + 2 * c.kv_dim() as u64 + 2 * c.ffn_dim as u64)
@@ -397,8 +401,8 @@ impl Transformer {
         let q = self.capture.as_ref()?.query(layer, head, query, c.head_dim)?;
         let g = c.kv_head_of(head);
         let n = query + 1;
-        let keys = self.kv.keys(layer, g, n);
-        let values = self.kv.values(layer, g, n);
+        let widened = |stored: &[bf16]| stored.iter().map(|&x| x.to_f32()).collect::<Vec<f32>>();
+        let (keys, values) = (&widened(self.kv.keys(layer, g, n))[..], &widened(self.kv.values(layer, g, n))[..]);
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let mut dots = vec![0f32; n];
         attention::scores(q, keys, 1.0, &mut dots);

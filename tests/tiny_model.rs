@@ -157,10 +157,14 @@ fn reference(c: &Config, file: &[u8], tokens: &[u32]) -> Reference {
         let h: Vec<Vec<f64>> = x.iter().map(|r| rmsnorm(r, &n1)).collect();
         let mut q: Vec<Vec<f64>> = h.iter().map(|r| matvec(&wq, r)).collect();
         let mut k: Vec<Vec<f64>> = h.iter().map(|r| matvec(&wk, r)).collect();
-        let v: Vec<Vec<f64>> = h.iter().map(|r| matvec(&wv, r)).collect();
+        let mut v: Vec<Vec<f64>> = h.iter().map(|r| matvec(&wv, r)).collect();
         for i in 0..t {
             rope(&mut q[i], i);
             rope(&mut k[i], i);
+        }
+        // The KV cache keeps keys and values as bf16 (attention.rs says why).
+        for row in k.iter_mut().chain(v.iter_mut()) {
+            row.iter_mut().for_each(|x| *x = half::bf16::from_f64(*x).to_f64());
         }
         let mut layer_patterns = vec![vec![vec![0.0; t]; t]; c.n_heads];
         let mut attn_out = vec![vec![0.0; c.n_heads * hd]; t];

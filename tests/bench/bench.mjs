@@ -128,7 +128,7 @@ async function oursFigures(quant, threads) {
       await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 1, temperature: 0 }));
       warmToToken.push(Date.now() - t);
     }
-    const kvBytes = 2 * loaded.n_layers * loaded.n_kv_heads * loaded.head_dim * loaded.max_context * 4;
+    const kvBytes = 2 * loaded.n_layers * loaded.n_kv_heads * loaded.head_dim * loaded.max_context * 2; // bf16
     const fileBytes = statSync(join(ROOT, `models/smollm2-135m-instruct/model.${quant}.safetensors`)).size;
     const gen = async (prompt) => (await page.evaluate(({ prompt, n }) => window.attnscope.generate({ prompt, maxTokens: n, temperature: 0, repeatPenalty: 1.1, seed: 1 }), { prompt, n: DECODE })).stats;
     const { short, longContext, figures } = await speedFigures(gen);
