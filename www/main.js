@@ -16,7 +16,7 @@ import './views/teach-tabs.js';
 // without it the worker uses every core when the page is cross-origin isolated.
 const PAGE_PARAMS = new URLSearchParams(location.search);
 const REQUESTED_THREADS = Number(PAGE_PARAMS.get('threads')) || undefined;
-// ?context=4096 gives the KV cache that many positions instead of 2,048 (each 2,048 cost ~90 MiB
+// ?context=4096 gives the KV cache that many positions instead of 2,048 (each 2,048 cost ~45 MiB
 // of memory): for long generations. The worker checks the value (docs/PROTOCOL.md, `load`).
 const REQUESTED_CONTEXT = PAGE_PARAMS.get('context') ?? undefined;
 // ?relaxed=0 keeps to the plain-SIMD builds even where relaxed SIMD is available (to compare them).
