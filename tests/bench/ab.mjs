@@ -6,7 +6,8 @@
 //
 //   BUILDS=/tmp/a/www,/tmp/b/www node tests/bench/ab.mjs
 //
-// THREADS (1), QUANT (q8_0), PAIRS (12); decode of 128 tokens after the short prompt, or after a
+// THREADS (1), QUANT (q8_0), PAIRS (12), RELAXED (1,1: whether each build may use relaxed SIMD;
+// RELAXED=1,0 with the same copy twice compares plain SIMD with relaxed); decode of 128 tokens after the short prompt, or after a
 // 992-token one with LONG=1, or prefill of the ~256-token prompt with PREFILL=1. Prints each pair
 // and the median of the pairs' ratios B / A.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -21,6 +22,7 @@ if (builds.length !== 2) throw new Error('BUILDS must name two copies of www/, c
 const threads = Number(process.env.THREADS ?? 1);
 const quant = process.env.QUANT ?? 'q8_0';
 const pairs = Number(process.env.PAIRS ?? 12);
+const relaxed = (process.env.RELAXED ?? '1,1').split(',').map((x) => x !== '0');
 const SENTENCE = 'The history of the transformer architecture is long. ';
 const [prompt, tokens, figure] = process.env.PREFILL
   ? [`${SENTENCE.repeat(28)}It began`, 2, 'prefill_tok_s']
@@ -42,7 +44,7 @@ try {
     const page = await context.newPage();
     await page.goto(`http://127.0.0.1:${server.address().port}/bench/worker.html`);
     await page.waitForFunction(() => window.oursReady === true);
-    const info = await page.evaluate(({ quant, threads }) => window.ours.load(quant, threads, true), { quant, threads });
+    const info = await page.evaluate(({ quant, threads, relaxed }) => window.ours.load(quant, threads, relaxed), { quant, threads, relaxed: relaxed[pages.length] });
     // V8 optimises wasm only after it has run a while: two short runs first.
     for (let i = 0; i < 2; i++) await page.evaluate((p) => window.ours.generate(p, 32), prompt);
     console.log(`${'AB'[pages.length]}: ${www} (threads ${info.threads}, relaxed SIMD ${info.relaxed_simd})`);
