@@ -131,6 +131,11 @@ impl KvCache {
         }
     }
 
+    /// Bytes of keys and values for `max_context` positions: what `new` reserves.
+    fn bytes(c: &Config, max_context: usize) -> u64 {
+        2 * c.n_layers as u64 * c.kv_dim() as u64 * max_context as u64 * size_of::<bf16>() as u64
+    }
+
     /// Keys (or values) 0..n of KV head g: n × hd, contiguous.
     fn keys(&self, layer: usize, g: usize, n: usize) -> &[bf16] {
         &self.keys[layer * self.n_kv_heads + g][..n * self.head_dim]
@@ -178,7 +183,7 @@ impl RunState {
 
 /// Bytes the model needs beyond its weights, computed before anything is allocated.
 pub fn memory_needed(c: &Config, weights_bytes: u64, max_context: usize, capture_window: Option<usize>) -> (u64, String) {
-    let kv = 2 * c.n_layers as u64 * c.kv_dim() as u64 * max_context as u64 * 2; // bf16
+    let kv = KvCache::bytes(c, max_context);
     let capture = capture_window.map_or(0, |w| AttentionCapture::bound_bytes(c.n_layers, c.n_heads, c.head_dim, w.min(max_context)) + (c.n_layers * c.dim * 4) as u64);
     let t = PREFILL_CHUNK as u64;
     let scratch = 4 * (t * (4 * c.dim as u64 + 2 * c.q_dim() as u64 + 2 * c.kv_dim() as u64 + 2 * c.ffn_dim as u64)
@@ -224,6 +229,10 @@ impl Transformer {
 
     pub fn max_context(&self) -> usize {
         self.max_context
+    }
+    /// Bytes the KV cache takes for `max_context` positions.
+    pub fn kv_cache_bytes(&self) -> u64 {
+        KvCache::bytes(&self.config, self.max_context)
     }
     pub fn position(&self) -> usize {
         self.pos

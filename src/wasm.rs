@@ -185,7 +185,7 @@ impl Engine {
         let c = &self.model.config;
         serde_json::json!({
             "n_layers": c.n_layers, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
-            "vocab_size": c.vocab_size, "max_context": self.model.max_context(),
+            "vocab_size": c.vocab_size, "max_context": self.model.max_context(), "kv_cache_bytes": self.model.kv_cache_bytes(),
             "capture_tokens": self.model.capture().map_or(0, |c| c.window()),
             "quant": self.model.weights().quant().name(),
         })

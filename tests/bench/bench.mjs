@@ -128,7 +128,6 @@ async function oursFigures(quant, threads) {
       await page.evaluate(() => window.attnscope.generate({ prompt: 'The capital of France is', maxTokens: 1, temperature: 0 }));
       warmToToken.push(Date.now() - t);
     }
-    const kvBytes = 2 * loaded.n_layers * loaded.n_kv_heads * loaded.head_dim * loaded.max_context * 2; // bf16
     const fileBytes = statSync(join(ROOT, `models/smollm2-135m-instruct/model.${quant}.safetensors`)).size;
     const gen = async (prompt) => (await page.evaluate(({ prompt, n }) => window.attnscope.generate({ prompt, maxTokens: n, temperature: 0, repeatPenalty: 1.1, seed: 1 }), { prompt, n: DECODE })).stats;
     const { short, longContext, figures } = await speedFigures(gen);
@@ -140,7 +139,7 @@ async function oursFigures(quant, threads) {
       warm_load_to_first_token_ms: median(warmToToken),
       memory_after_load_bytes: loaded.wasm_memory_bytes,
       weights_file_bytes: fileBytes,
-      kv_cache_bytes: kvBytes,
+      kv_cache_bytes: loaded.kv_cache_bytes,
       memory_short_run_bytes: short[0].wasm_memory_bytes, // before any long-context run
       threads: longContext.threads,
       wasm_memory_bytes: longContext.wasm_memory_bytes,
