@@ -14,10 +14,10 @@
 //! by the group size. Every head still sums in the same order as it would alone.
 //!
 //! The cache holds keys and values as bf16: f32's sign and exponent and the top 7 bits of its
-//! mantissa. At long context those reads were the largest part of what a step streams besides
-//! the weights, and bf16 halves them. Widening one back is exact and costs one shift or mask per
-//! four (the f32's bits are the bf16's with sixteen zero bits below), where f16 costs a shift, a
-//! mask and a multiply: three f16 caches, widened per element, per four keys and per tile, were
+//! mantissa. At 992 tokens of context the f32 cache was 46 MB read per step (the weights are 91
+//! or 143 MB), and bf16 halves it. Widening one back is exact, the f32's bits being the bf16's
+//! with sixteen zero bits below: a shift or a mask per four (the scores' loads also zero-extend),
+//! where f16 needs a shift, a mask and a multiply. Three f16 caches, widened per element, per four keys and per tile, were
 //! each no faster than f32 (PERFORMANCE.md). With bf16, one-thread q4_0 decode at 992 tokens of
 //! context was 1.104× as fast (a paired A/B, ahead in 6 of 6).
 
@@ -89,8 +89,8 @@ pub fn group_weighted_sum(rows: &[f32], values: &[bf16], hd: usize, out: &mut [f
     let group = out.len() / hd;
     let n = rows.len() / group;
     for (o, p) in out.chunks_exact_mut(hd).zip(rows.chunks_exact(n.max(1))) {
-        let done = kernels::sum_columns::<8>(p, values, hd, 0, o);
-        let done = kernels::sum_columns::<2>(p, values, hd, done, &mut o[done..]);
+        let done = kernels::sum_columns::<8>(p, values, o, 0);
+        let done = kernels::sum_columns::<2>(p, values, o, done);
         for (d, od) in o[done..].iter_mut().enumerate() {
             *od = p.iter().zip(values.chunks_exact(hd)).fold(0.0, |acc, (&pj, v)| acc + pj * f32::from(v[done + d]));
         }

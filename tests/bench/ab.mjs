@@ -7,9 +7,9 @@
 //   BUILDS=/tmp/a/www,/tmp/b/www node tests/bench/ab.mjs
 //
 // THREADS (1), QUANT (q8_0), PAIRS (12), RELAXED (1,1: whether each build may use relaxed SIMD;
-// RELAXED=1,0 with the same copy twice compares plain SIMD with relaxed); decode of 128 tokens after the short prompt, or after a
-// 992-token one with LONG=1, or prefill of the ~256-token prompt with PREFILL=1. Prints each pair
-// and the median of the pairs' ratios B / A.
+// RELAXED=1,0 with the same copy twice compares plain SIMD with relaxed); decode of 128 tokens
+// after the short prompt, or after a 992-token one with LONG=1, or prefill of the ~256-token
+// prompt with PREFILL=1. Prints each pair and the median of the pairs' ratios B / A.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
