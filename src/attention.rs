@@ -121,7 +121,7 @@ pub fn pattern(row: &mut [f32]) {
 
 /// `max(-∞, row)` kept in eight lanes, as `dot` keeps its sums: one running maximum is a chain of
 /// compares, each waiting for the last. The maximum is the same whatever the order.
-fn max_by_lanes(row: &[f32]) -> f32 {
+pub fn max_by_lanes(row: &[f32]) -> f32 {
     let (r8, rest) = row.as_chunks::<8>();
     let mut m = [f32::NEG_INFINITY; 8];
     for x in r8 {
@@ -133,15 +133,33 @@ fn max_by_lanes(row: &[f32]) -> f32 {
 }
 
 /// The sum of a row in eight lanes, in `dot`'s order.
-fn sum_by_lanes(row: &[f32]) -> f32 {
+pub fn sum_by_lanes(row: &[f32]) -> f32 {
     let (r8, rest) = row.as_chunks::<8>();
-    let mut acc = [0f32; 8];
-    for x in r8 {
-        for l in 0..8 {
-            acc[l] += x[l];
+    let mut sum = LaneSum::default();
+    sum.add(r8);
+    sum.total(rest)
+}
+
+/// `sum_by_lanes` fed a piece at a time, for a row never held whole: element i goes to lane
+/// i mod 8, so every piece but the last must be a whole number of eights.
+#[derive(Default)]
+pub struct LaneSum([f32; 8]);
+
+impl LaneSum {
+    #[inline]
+    pub fn add(&mut self, eights: &[[f32; 8]]) {
+        for x in eights {
+            for l in 0..8 {
+                self.0[l] += x[l];
+            }
         }
     }
-    rest.iter().fold(lanes_sum(acc), |s, &x| s + x)
+
+    /// The lanes added up, then the row's last `len mod 8` elements in order.
+    #[inline]
+    pub fn total(&self, rest: &[f32]) -> f32 {
+        rest.iter().fold(lanes_sum(self.0), |s, &x| s + x)
+    }
 }
 
 /// e^x for x ≤ 0 (a softmax's x − max), within 2 ulp, in plain f32 operations: libm's `expf` is a
@@ -158,10 +176,15 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let tiny = x < -87.0;
     let x = if tiny { -87.0 } else { x };
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO; // |r| ≤ ln2 / 2
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let e = p * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2ⁿ from n's bits in the shifted sum (its low mantissa bits hold n, −126 ≤ n ≤ 0, offset
+    // by ROUND's own): integer operations only, where `n as i32` is a saturating conversion that
+    // x86 does not vectorize.
+    let two_n = f32::from_bits((shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
+    let e = p * two_n;
     if tiny { 0.0 } else { e }
 }
 

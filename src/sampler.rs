@@ -7,6 +7,8 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
+use crate::attention::LaneSum;
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct SamplingParams {
@@ -116,14 +118,33 @@ fn penalize(logits: &mut [f32], penalty: f32, recent: &[u32]) {
 
 /// candle's argmax: the first of the largest values, a later one winning only when strictly
 /// larger (so NaNs never win, unless the first value is one).
+///
+/// Kept in eight lanes, each the first of its own largest: one running best is a chain of
+/// compares through the whole vocabulary, each waiting for the last, and this runs on every step
+/// while the other threads wait. The lanes' bests are then the first of the largest overall.
 fn first_max(values: &[f32]) -> u32 {
-    let (mut at, mut best) = (0, values[0]);
-    for (i, &v) in values.iter().enumerate() {
-        if best < v {
-            (at, best) = (i, v);
+    if values[0].is_nan() {
+        return 0; // nothing is larger than a NaN
+    }
+    let (v8, rest) = values.as_chunks::<8>();
+    let (mut best, mut at) = ([f32::NEG_INFINITY; 8], [0u32; 8]);
+    for (c, v) in v8.iter().enumerate() {
+        for l in 0..8 {
+            let later = best[l] < v[l];
+            best[l] = if later { v[l] } else { best[l] };
+            at[l] = if later { (8 * c + l) as u32 } else { at[l] };
         }
     }
-    at as u32
+    let top = crate::attention::max(f32::NEG_INFINITY, best);
+    // No lane above −∞ (or no whole eight): the first value stands, as it would one at a time.
+    let mut at = if top == f32::NEG_INFINITY { 0 } else { (0..8).filter(|&l| best[l] == top).map(|l| at[l]).min().unwrap_or(0) };
+    let mut top = values[at as usize];
+    for (i, &v) in rest.iter().enumerate() {
+        if top < v {
+            (at, top) = ((8 * v8.len() + i) as u32, v);
+        }
+    }
+    at
 }
 
 /// What the sampler sees for one step, for display: the raw softmax and the distribution actually
@@ -232,21 +253,24 @@ struct Softmax {
 impl Softmax {
     /// The maximum alone: `exp` before the normalizer is known.
     fn unnormalized(logits: &[f32], temperature: f32) -> Self {
-        Softmax { max: crate::attention::max(f32::NEG_INFINITY, logits.iter().copied()), sum: 1.0, temperature }
+        Softmax { max: crate::attention::max_by_lanes(logits), sum: 1.0, temperature }
     }
 
     fn of(logits: &[f32], temperature: f32) -> Self {
         let mut s = Softmax::unnormalized(logits, temperature);
         // The exponentials a chunk at a time in a loop of their own, which vectorizes (fused with
-        // the sum, it ran a third as fast); the sum in order after, as `softmax`'s.
-        let (mut sum, mut e) = (0.0, [0f32; 256]);
+        // the sum, it ran a third as fast); the sum in `softmax`'s order, in eight lanes across
+        // the chunks (whole eights, but for the last).
+        let (mut sum, mut e, mut rest) = (LaneSum::default(), [0f32; 256], 0..0);
         for chunk in logits.chunks(e.len()) {
             for (e, &l) in e.iter_mut().zip(chunk) {
                 *e = s.exp(l);
             }
-            sum = e[..chunk.len()].iter().fold(sum, |s, &x| s + x);
+            let e8 = e[..chunk.len()].as_chunks::<8>().0;
+            sum.add(e8);
+            rest = 8 * e8.len()..chunk.len();
         }
-        s.sum = sum;
+        s.sum = sum.total(&e[rest]);
         s
     }
 
@@ -266,7 +290,7 @@ impl Softmax {
 pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
     let s = Softmax::unnormalized(logits, temperature);
     let mut out: Vec<f32> = logits.iter().map(|&l| s.exp(l)).collect();
-    let sum = out.iter().fold(0.0, |sum, &x| sum + x);
+    let sum = crate::attention::sum_by_lanes(&out);
     out.iter_mut().for_each(|x| *x /= sum);
     out
 }
@@ -309,6 +333,35 @@ mod tests {
                 let ours = Sampler::new(p).unwrap().sample(&l, recent).unwrap();
                 assert_eq!(ours, candle(&l, penalty, recent), "{l:?}, penalty {penalty}, context {recent:?}");
             }
+        }
+    }
+
+    #[test]
+    fn argmax_in_lanes_picks_what_one_running_best_picks() {
+        let one_at_a_time = |values: &[f32]| {
+            let (mut at, mut best) = (0, values[0]);
+            for (i, &v) in values.iter().enumerate() {
+                if best < v {
+                    (at, best) = (i, v);
+                }
+            }
+            at as u32
+        };
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        let mut cases: Vec<Vec<f32>> = vec![vec![nan; 40], vec![-inf; 40], vec![0.0; 17], vec![-0.0, 0.0, 0.0], vec![1.0, 0.0, 3.0, 3.0, nan, 3.0, 2.0, 1.0, 3.0, 0.5, 3.0]];
+        // Random rows of every length up to 40 (the eights and the rest), with many ties, NaNs
+        // and infinities among them, and the leader's first copy anywhere.
+        for seed in 0..2000u32 {
+            let len = 1 + seed as usize % 40;
+            cases.push((0..len).map(|i| match ((i as u32 + 1).wrapping_mul(2654435761) ^ seed.wrapping_mul(40503)) >> 3 & 15 {
+                0 => nan,
+                1 => -inf,
+                2 if seed % 3 == 0 => inf,
+                r => (r % 5) as f32 - 2.0,
+            }).collect());
+        }
+        for values in &cases {
+            assert_eq!(first_max(values), one_at_a_time(values), "{values:?}");
         }
     }
 
