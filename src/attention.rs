@@ -181,8 +181,8 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     let r = (x - n * LN2_HI) - n * LN2_LO; // |r| ≤ ln2 / 2
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2ⁿ from n's bits in the shifted sum (its low mantissa bits hold n, −126 ≤ n ≤ 0, offset
-    // by ROUND's own): integer operations only, where `n as i32` is a saturating conversion that
-    // x86 does not vectorize.
+    // by ROUND's own): integer operations only. With `n as i32`, a saturating conversion, the
+    // sampler's softmax over the vocabulary ran at half the speed natively.
     let two_n = f32::from_bits((shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127)) << 23);
     let e = p * two_n;
     if tiny { 0.0 } else { e }

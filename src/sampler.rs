@@ -120,8 +120,8 @@ fn penalize(logits: &mut [f32], penalty: f32, recent: &[u32]) {
 /// larger (so NaNs never win, unless the first value is one).
 ///
 /// Kept in eight lanes, each the first of its own largest: one running best is a chain of
-/// compares through the whole vocabulary, each waiting for the last, and this runs on every step
-/// while the other threads wait. The lanes' bests are then the first of the largest overall.
+/// compares through the whole vocabulary, each waiting for the last, on every greedy step. The
+/// lanes' bests then give the first of the largest overall.
 fn first_max(values: &[f32]) -> u32 {
     if values[0].is_nan() {
         return 0; // nothing is larger than a NaN
