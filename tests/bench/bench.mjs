@@ -268,7 +268,7 @@ md.push('# attnscope benchmark', '', `Machine: ${machine.cores} cores, ${machine
 md.push('## The engines alone: our worker and wllama on the same weights, each driven by a page that draws nothing', '');
 sideBySide(wk);
 md.push(`| decode at ${wk.q8_0_t1.prompt_tokens.long_context} tokens of context (tok/s), and its share of short-context decode | ${CONFIGS.map((k) => `${round(wk[k].decode_at_long_context)} (${Math.round((100 * wk[k].decode_at_long_context) / wk[k].decode)}%) | |`).join(' | ')} |`);
-md.push('', 'The read bound: a decode step multiplies by every weight matrix once, so it cannot be faster than one plain read of all their bytes (wide loads and a sum, nothing else), timed in the same worker on the same threads (`read-weights`, src/read_bound.rs).', '');
+md.push('', 'The read bound: a decode step multiplies by every weight matrix once, so it cannot be faster than one plain read of all their bytes (wide loads and a sum, nothing else), timed in the same worker on the same threads (`read-weights`, src/read_bound.rs). A cache larger than the weights file (the host of the development VM has a 260 MiB L3) can serve part of that read, so on such a machine the figure mixes memory and cache and moves between sessions (docs/PERFORMANCE.md, "The machine and its bounds").', '');
 md.push(`| figure | ${CONFIGS.map((k) => `ours ${label(k)}`).join(' | ')} |`, `|---|${CONFIGS.map(() => '---|').join('')}`);
 md.push(`| one read of every weight matrix: MB, ms, GB/s | ${CONFIGS.map((k) => `${round(wk[k].read_bound.bytes / 1e6, 0)} MB, ${round(wk[k].read_bound.ms)} ms, ${round(wk[k].read_bound.gb_s, 2)} GB/s`).join(' | ')} |`);
 md.push(`| decode at most (tok/s), the read bound | ${CONFIGS.map((k) => round(wk[k].read_bound.tok_s)).join(' | ')} |`);
