@@ -135,9 +135,11 @@ fn first_max(values: &[f32]) -> u32 {
             at[l] = if later { (8 * c + l) as u32 } else { at[l] };
         }
     }
+    // The earliest of the lanes holding the largest. A lane that never rose above −∞ still says
+    // 0, so with no value above −∞ (or no whole eight) the first value stands, as it would one
+    // at a time.
     let top = crate::attention::max(f32::NEG_INFINITY, best);
-    // No lane above −∞ (or no whole eight): the first value stands, as it would one at a time.
-    let mut at = if top == f32::NEG_INFINITY { 0 } else { (0..8).filter(|&l| best[l] == top).map(|l| at[l]).min().unwrap_or(0) };
+    let mut at = (0..8).filter(|&l| best[l] == top).map(|l| at[l]).min().expect("the largest is one of the lanes'");
     let mut top = values[at as usize];
     for (i, &v) in rest.iter().enumerate() {
         if top < v {
