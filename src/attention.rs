@@ -215,6 +215,26 @@ mod tests {
         assert_eq!(exp_nonpositive(-1000.0), 0.0);
     }
 
+    /// 2ⁿ read from the rounding sum's bits is 2ⁿ built from `n as i32`, so every platform's
+    /// exponential (and every softmax and silu built on it) has the bits it had with the
+    /// conversion. Every 101st f32 from −0 to −∞ here; all of them were checked once
+    /// (PERFORMANCE.md, 2026-11-28, morning).
+    #[test]
+    fn two_to_the_n_from_the_sums_bits_is_two_to_the_n_from_n_as_an_integer() {
+        fn with_conversion(x: f32) -> f32 {
+            let tiny = x < -87.0;
+            let x = if tiny { -87.0 } else { x };
+            let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+            let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
+            let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+            if tiny { 0.0 } else { p * f32::from_bits(((n as i32 + 127) << 23) as u32) }
+        }
+        for bits in (0x8000_0000u32..=0xFF80_0000).step_by(101).chain([0x8000_0000, 0xC2AE_0000, 0xFF80_0000]) {
+            let x = f32::from_bits(bits);
+            assert_eq!(exp_nonpositive(x).to_bits(), with_conversion(x).to_bits(), "e^{x:e}");
+        }
+    }
+
     #[test]
     fn dot_matches_the_plain_sum_for_any_length() {
         for n in [1, 7, 8, 9, 64, 70] {
