@@ -1,6 +1,7 @@
-//! Causal self-attention for one query row, in two named steps so they can be shown:
-//! `scores` (scaled dot products, masked: keys after the query are never read) and
-//! `pattern` (their softmax, the attention probabilities TransformerLens calls `hook_pattern`).
+//! Causal self-attention for one query row, in named steps so they can be shown: the scores
+//! (`keys::Keys::scores`, scaled dot products, masked: keys after the query are never read),
+//! `pattern` (their softmax, the attention probabilities TransformerLens calls `hook_pattern`)
+//! and the weighted sum of the values.
 //!
 //! ```text
 //!   scores[j]  = q · k_j / √hd        for j ≤ p   (the causal mask: j > p does not exist yet)
@@ -13,14 +14,16 @@
 //! cache, not the weights, is what a step streams through memory, so this divides that traffic
 //! by the group size. Every head still sums in the same order as it would alone.
 //!
-//! The cache holds keys and values as bf16: f32's sign and exponent and the top 7 bits of its
-//! mantissa. At 992 tokens of context the f32 cache was 46 MB read per step (the weights are 91
-//! or 143 MB), and bf16 halves it. Widening one back is exact, the f32's bits being the bf16's
-//! with sixteen zero bits below: a shift or a mask per four (the scores' loads also zero-extend),
-//! where f16 needs a shift, a mask and a multiply. Three f16 caches, widened per element, per four keys and per tile, were
-//! each no faster than f32 (PERFORMANCE.md). With bf16, one-thread q4_0 decode at 992 tokens of
-//! context was 1.104× as fast (a paired A/B, ahead in 6 of 6).
+//! The cache holds keys rounded to 8 bits (keys.rs says why) and values as bf16: f32's sign and
+//! exponent and the top 7 bits of its mantissa. At 992 tokens of context the f32 cache was 46 MB
+//! read per step (the weights are 91 or 143 MB); bf16 halved it, and 8-bit keys take it to 18 MB.
+//! Widening a bf16 back is exact, the f32's bits being the bf16's with sixteen zero bits below: a
+//! shift or a mask per four, where f16 needs a shift, a mask and a multiply. Three f16 caches,
+//! widened per element, per four keys and per tile, were each no faster than f32
+//! (PERFORMANCE.md). With bf16, one-thread q4_0 decode at 992 tokens of context was 1.104× as
+//! fast (a paired A/B, ahead in 6 of 6).
 
+pub mod keys;
 mod kernels;
 
 use half::bf16;
@@ -60,21 +63,7 @@ pub fn max(init: f32, values: impl IntoIterator<Item = f32>) -> f32 {
 }
 
 /// For each query head r of a group, or of a run of its heads (any number; a thread may take
-/// part of a group): `rows[r][j] = q_r·k_j · scale`, with the queries side by side in `queries`
-/// (heads × hd), the keys row by row in `keys` (n × hd, the cache's bf16) and the rows side by
-/// side in `rows` (heads × n).
-pub fn group_scores(queries: &[f32], keys: &[bf16], hd: usize, scale: f32, rows: &mut [f32]) {
-    let group = queries.len() / hd;
-    let n = rows.len() / group;
-    let n_done = if hd.is_multiple_of(8) { kernels::scores_by_four(queries, keys, hd, scale, rows) } else { 0 };
-    for (j, k) in keys.chunks_exact(hd).take(n).enumerate().skip(n_done) {
-        for (r, q) in queries.chunks_exact(hd).enumerate() {
-            rows[r * n + j] = dot(q, k) * scale;
-        }
-    }
-}
-
-/// For each query head r of a group, or of a run of its heads: `out[r] = Σ_j rows[r][j] · v_j`,
+/// part of a group): `out[r] = Σ_j rows[r][j] · v_j`,
 /// with the rows side by side (heads × n), the values row by row (n × hd, the cache's bf16) and
 /// the outputs side by side (heads × hd).
 ///
@@ -94,14 +83,6 @@ pub fn group_weighted_sum(rows: &[f32], values: &[bf16], hd: usize, out: &mut [f
         for (d, od) in o[done..].iter_mut().enumerate() {
             *od = p.iter().zip(values.chunks_exact(hd)).fold(0.0, |acc, (&pj, v)| acc + pj * f32::from(v[done + d]));
         }
-    }
-}
-
-/// `scores[j] = q·k_j · scale` for the `n_keys` keys stored row by row in `keys` (n_keys × hd).
-pub fn scores(q: &[f32], keys: &[f32], scale: f32, scores: &mut [f32]) {
-    let hd = q.len();
-    for (s, k) in scores.iter_mut().zip(keys.chunks_exact(hd)) {
-        *s = dot(q, k) * scale;
     }
 }
 
@@ -257,21 +238,15 @@ mod tests {
     }
 
     #[test]
-    fn a_group_computes_exactly_what_its_heads_compute_alone_on_the_widened_cache() {
+    fn a_groups_weighted_sum_is_what_its_heads_compute_alone_on_the_widened_cache() {
         let (hd, n, group) = (8, 5, 3);
-        let (queries, (keys, keys_f32), (values, values_f32)) = (wave(group * hd, 0.7), as_stored(&wave(n * hd, 0.3)), as_stored(&wave(n * hd, 0.9)));
-        let mut rows = vec![0.0; group * n];
-        group_scores(&queries, &keys, hd, 0.5, &mut rows);
+        let (rows, (values, values_f32)) = (wave(group * n, 0.7), as_stored(&wave(n * hd, 0.9)));
         let mut out = vec![0.0; group * hd];
         group_weighted_sum(&rows, &values, hd, &mut out);
-        let (keys, values) = (keys_f32, values_f32);
         for r in 0..group {
-            let mut alone = vec![0.0; n];
-            scores(&queries[r * hd..(r + 1) * hd], &keys, 0.5, &mut alone);
-            assert_eq!(alone, rows[r * n..(r + 1) * n], "scores of head {r}");
-            let mut out_alone = vec![0.0; hd];
-            weighted_sum(&alone, &values, &mut out_alone);
-            assert_eq!(out_alone, out[r * hd..(r + 1) * hd], "output of head {r}");
+            let mut alone = vec![0.0; hd];
+            weighted_sum(&rows[r * n..(r + 1) * n], &values_f32, &mut alone);
+            assert_eq!(alone, out[r * hd..(r + 1) * hd], "output of head {r}");
         }
     }
 

@@ -7,8 +7,9 @@
 //! ```
 //! written top to bottom in `forward_chunk`, after llama2.c's `forward()`: every buffer lives in
 //! `RunState`, allocated once for the largest chunk, and one generated token allocates nothing.
-//! Keys and values go into a `KvCache` preallocated for the whole context and written in place,
-//! as bf16 (attention.rs says why).
+//! Keys and values go into a `KvCache` preallocated for the whole context and written in place:
+//! keys rounded to 8 bits as weights are (attention/keys.rs), values as bf16 (attention.rs says
+//! why).
 //! Matrix products are quantized (`QMatrix::matmul_q`, each input rounded to 8 bits once and
 //! shared by the matrices that read it); the rest is plain loops over slices, which is what the
 //! equations are. Transcendentals come from `libm`, not the platform's C library, so the browser
@@ -17,7 +18,7 @@
 //! Dimension letters: t tokens in the chunk, d model width, h query heads, kvh key/value heads,
 //! hd head width, f MLP width, v vocabulary, p absolute position.
 
-use crate::attention;
+use crate::attention::{self, keys::Keys};
 use crate::capture::AttentionCapture;
 use crate::qmatmul::QActivations;
 use crate::team::{self, Disjoint};
@@ -91,31 +92,37 @@ impl Rope {
     }
 }
 
-/// Keys and values of every past position: per layer and KV head, (max_context, hd) so that one
-/// head's keys are contiguous for the score loop. Each head's room is reserved at load but filled
-/// as positions are written, not zeroed first: zeroing ~90 MiB of wasm memory (the cache in f32)
+/// Keys and values of every past position, per layer and KV head: the keys in 8 bits
+/// (`attention::keys::Keys`), the values (max_context, hd) as bf16, so that one head's values are
+/// contiguous for the weighted sum. Each head's room is reserved at load but filled as positions
+/// are written, not zeroed first: zeroing ~90 MiB of wasm memory (the cache in f32)
 /// took 49 ms of a load in a Node profile (and the build 26 ms less in Chromium without it), and
 /// no position is read before it is written.
 struct KvCache {
     n_kv_heads: usize,
     head_dim: usize,
-    keys: Vec<Vec<bf16>>,   // [layer · n_kv_heads + g]
+    keys: Vec<Keys>,        // [layer · n_kv_heads + g]
     values: Vec<Vec<bf16>>, // [layer · n_kv_heads + g]
 }
 
 impl KvCache {
     fn new(c: &Config, max_context: usize) -> Self {
-        let room = || (0..c.n_layers * c.n_kv_heads).map(|_| Vec::with_capacity(max_context * c.head_dim)).collect();
-        KvCache { n_kv_heads: c.n_kv_heads, head_dim: c.head_dim, keys: room(), values: room() }
+        let heads = c.n_layers * c.n_kv_heads;
+        KvCache {
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            keys: (0..heads).map(|_| Keys::with_room(c.head_dim, max_context)).collect(),
+            values: (0..heads).map(|_| Vec::with_capacity(max_context * c.head_dim)).collect(),
+        }
     }
 
-    /// Stores one token's k and v rows (kvh·hd each) at position p, rounded to bf16 (to nearest,
-    /// ties to even). bf16 has f32's range, so nothing is clamped.
+    /// Stores one token's k and v rows (kvh·hd each) at position p: k rounded to 8 bits
+    /// (`Keys`), v to bf16 (to nearest, ties to even; bf16 has f32's range, so nothing is clamped).
     fn write(&mut self, layer: usize, p: usize, k: &[f32], v: &[f32]) {
         let hd = self.head_dim;
         for (g, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
             let head = layer * self.n_kv_heads + g;
-            Self::put(&mut self.keys[head], p * hd, kh);
+            self.keys[head].write(p, kh);
             Self::put(&mut self.values[head], p * hd, vh);
         }
     }
@@ -133,13 +140,16 @@ impl KvCache {
 
     /// Bytes of keys and values for `max_context` positions: what `new` reserves.
     fn bytes(c: &Config, max_context: usize) -> u64 {
-        2 * c.n_layers as u64 * c.kv_dim() as u64 * max_context as u64 * size_of::<bf16>() as u64
+        let heads = c.n_layers as u64 * c.n_kv_heads as u64;
+        let key = Keys::bytes_per_position(c.head_dim) * max_context.next_multiple_of(crate::qmatmul::ROWS) as u64;
+        heads * (key + max_context as u64 * c.head_dim as u64 * size_of::<bf16>() as u64)
     }
 
-    /// Keys (or values) 0..n of KV head g: n × hd, contiguous.
-    fn keys(&self, layer: usize, g: usize, n: usize) -> &[bf16] {
-        &self.keys[layer * self.n_kv_heads + g][..n * self.head_dim]
+    /// The keys of KV head g.
+    fn keys(&self, layer: usize, g: usize) -> &Keys {
+        &self.keys[layer * self.n_kv_heads + g]
     }
+    /// Values 0..n of KV head g: n × hd, contiguous.
     fn values(&self, layer: usize, g: usize, n: usize) -> &[bf16] {
         &self.values[layer * self.n_kv_heads + g][..n * self.head_dim]
     }
@@ -157,6 +167,8 @@ struct RunState {
     gate: Vec<f32>,     // (t, f)
     up: Vec<f32>,       // (t, f)
     scores: Vec<f32>,   // (h, max_context) one attention row per query head
+    queries: QActivations, // one position's query heads rounded to 8 bits, as the keys are
+    padded: Vec<f32>,   // the query heads padded to whole blocks, when hd is not
     logits: Vec<f32>,   // (v)
     xq: QActivations,   // the current matmul input rounded to 8 bits
 }
@@ -175,6 +187,8 @@ impl RunState {
             gate: vec![0.0; t * c.ffn_dim],
             up: vec![0.0; t * c.ffn_dim],
             scores: vec![0.0; c.n_heads * max_context],
+            queries: QActivations::default(),
+            padded: Vec::new(),
             logits: vec![0.0; c.vocab_size],
             xq: QActivations::default(),
         }
@@ -309,8 +323,9 @@ impl Transformer {
             let group = c.group_size();
             for i in 0..t {
                 let n = p0 + i + 1; // this query sees keys 0..n
+                attention::keys::quantize_queries(&s.q[i * qd..(i + 1) * qd], hd, &mut s.padded, &mut s.queries);
                 let (scores, outs) = (Disjoint::new(&mut s.scores[..c.n_heads * n]), Disjoint::new(&mut s.heads_out[i * qd..(i + 1) * qd]));
-                let (q, kv) = (&s.q[i * qd..(i + 1) * qd], &self.kv);
+                let (queries, kv) = (&s.queries, &self.kv);
                 // The heads are independent: at long context, where attention is a large share
                 // of a step, each thread takes an even run of them (by KV group, 3 groups would
                 // leave one of two threads idle a third of the time). Within a run, the heads of
@@ -319,8 +334,7 @@ impl Transformer {
                 let attend_group = |g: usize, h: usize, end: usize| {
                     // SAFETY: heads h..end are this part's alone, and so are their rows of `scores` and `outs`.
                     let (rows, out) = unsafe { (scores.part(h * n, (end - h) * n), outs.part(h * hd, (end - h) * hd)) };
-                    let queries = &q[h * hd..end * hd]; //                                    (heads, hd)
-                    attention::group_scores(queries, kv.keys(l, g, n), hd, scale, rows); //   (heads, n)
+                    kv.keys(l, g).scores(queries, h..end, n, scale, rows); //                (heads, n)
                     rows.chunks_exact_mut(n).for_each(attention::pattern);
                     attention::group_weighted_sum(rows, kv.values(l, g, n), hd, out); //     (heads, hd)
                 };
@@ -410,13 +424,13 @@ impl Transformer {
         let q = self.capture.as_ref()?.query(layer, head, query, c.head_dim)?;
         let g = c.kv_head_of(head);
         let n = query + 1;
-        let widened = |stored: &[bf16]| stored.iter().map(|&x| x.to_f32()).collect::<Vec<f32>>();
-        let (keys, values) = (&widened(self.kv.keys(layer, g, n))[..], &widened(self.kv.values(layer, g, n))[..]);
+        let values = &self.kv.values(layer, g, n).iter().map(|&x| x.to_f32()).collect::<Vec<f32>>()[..];
         let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let (mut padded, mut rounded) = (Vec::new(), QActivations::default());
+        attention::keys::quantize_queries(q, c.head_dim, &mut padded, &mut rounded);
         let mut dots = vec![0f32; n];
-        attention::scores(q, keys, 1.0, &mut dots);
-        let mut scores = vec![0f32; n];
-        attention::scores(q, keys, scale, &mut scores);
+        self.kv.keys(layer, g).scores(&rounded, 0..1, n, 1.0, &mut dots);
+        let scores = dots.iter().map(|&d| d * scale).collect::<Vec<f32>>();
         let mut pattern = scores.clone();
         attention::pattern(&mut pattern);
         let mut out = vec![0f32; c.head_dim];
@@ -432,7 +446,8 @@ pub struct Explanation {
     pub kv_head: usize,
     pub head_dim: usize,
     pub scale: f32,
-    /// q · k_j
+    /// q · k_j, as the forward pass computes it: q and the cached keys rounded to 8 bits per block
+    /// of 32 (attention/keys.rs)
     pub dots: Vec<f32>,
     /// q · k_j / √hd (what softmax sees; the mask means j ≤ query only)
     pub scores: Vec<f32>,

@@ -61,7 +61,7 @@ impl QActivations {
 
 /// One block: returns d = max|x| / 127 and writes q = round(x · (1/d)), halves away from zero.
 #[cfg_attr(target_feature = "simd128", allow(dead_code))]
-fn quantize_block_scalar(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> f32 {
+pub(crate) fn quantize_block_scalar(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> f32 {
     let d = abs_max(x.as_chunks::<4>().0) / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     for (q, &v) in q.iter_mut().zip(x) {
@@ -71,9 +71,9 @@ fn quantize_block_scalar(x: &[f32; BLOCK], q: &mut [i8; BLOCK]) -> f32 {
 }
 
 #[cfg(not(target_feature = "simd128"))]
-use quantize_block_scalar as quantize_block;
+pub(crate) use quantize_block_scalar as quantize_block;
 #[cfg(target_feature = "simd128")]
-use wasm_acc::quantize_block;
+pub(crate) use wasm_acc::quantize_block;
 
 /// max |x| (NaN ignored), in four lanes so the compiler can keep them in one SIMD register (a
 /// maximum is the same in any order).
@@ -248,6 +248,25 @@ fn rows_job<'a>(w: QWeights<'a>, cols: usize, x: &'a QActivations, rows: usize, 
 
 /// Weight rows computed together by one call of the dot products.
 pub const ROWS: usize = 4;
+
+/// Activation rows `xs` of x against the first n of some Q8_0 rows kept in groups of four, as a
+/// whole group of a weight matrix is kept (block b of the four rows side by side), with their
+/// block scales as f32: `out[i·n + r] = times · (x_i · row r)`, the dot products `rows_job` takes
+/// for a prefill, so with the same bits. A last group's missing rows are computed and dropped.
+/// The attention's key cache is such rows (`attention::keys`).
+pub fn grouped_rows(quants: &[[[i8; BLOCK]; ROWS]], scales: &[[f32; ROWS]], n: usize, x: &QActivations, xs: std::ops::Range<usize>, times: f32, out: &mut [f32]) {
+    let blocks = x.cols / BLOCK;
+    let groups = n.div_ceil(ROWS);
+    assert!(quants.len() >= groups * blocks && scales.len() >= groups * blocks && out.len() >= xs.len() * n);
+    for (g, (q, s)) in quants.chunks_exact(blocks).zip(scales.chunks_exact(blocks)).take(groups).enumerate() {
+        let (first, k) = (g * ROWS, ROWS.min(n - g * ROWS));
+        for (o, i) in xs.clone().enumerate() {
+            let (x_scales, widened) = (&x.scales[i * blocks..(i + 1) * blocks], &x.widened[i * blocks..(i + 1) * blocks]);
+            let sums = dot(Row::Prefill { scales: s, x: widened }, x_scales, Group::Whole(q), lanes::i8_32_widened);
+            out[o * n + first..o * n + first + k].iter_mut().zip(sums).for_each(|(v, s)| *v = s * times);
+        }
+    }
+}
 
 thread_local! {
     /// A row group's scales as f32 and (Q4_0) its unpacked nibbles, for a product with many

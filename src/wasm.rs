@@ -17,8 +17,8 @@ use crate::tokenizer::TextTokenizer;
 
 /// wasm32 addresses 4 GiB; leave room for the JS glue's copies and the allocator's slack.
 const WASM_MEMORY_LIMIT: u64 = 3 << 30;
-/// Positions the KV cache holds in the browser unless the page asks for another context (~45 MiB
-/// of bf16 keys and values for SmolLM2): modest, because a course page may hold several models.
+/// Positions the KV cache holds in the browser unless the page asks for another context (~35 MiB
+/// of 8-bit keys and bf16 values for SmolLM2): modest, because a course page may hold several models.
 const BROWSER_CONTEXT: usize = 2048;
 
 /// The KV positions the page asked for (the worker has checked it is a whole number), else the

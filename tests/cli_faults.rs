@@ -86,7 +86,8 @@ fn a_bad_config_or_tokenizer_is_a_one_line_error_naming_the_field() {
 #[test]
 fn a_context_too_large_for_memory_is_refused_with_the_figures() {
     // The real model's weights with a config that claims a million positions: the KV cache alone
-    // would be 2 · 30 layers · 192 · 2^20 · 2 bytes (bf16) = 22.5 GiB.
+    // would be 30 layers · 2^20 · (3 heads · 72 bytes of 8-bit keys + 192 · 2 bytes of bf16
+    // values) = 17.6 GiB.
     let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct");
     let f = Folder::new("cli-budget");
     for name in ["tokenizer.json", "model.q8_0.safetensors"] {
@@ -96,7 +97,7 @@ fn a_context_too_large_for_memory_is_refused_with_the_figures() {
     config["max_position_embeddings"] = (1u64 << 20).into();
     f.write("config.json", config.to_string().as_bytes());
     let huge = attnscope(&["generate", "--model", f.arg(), "--prompt", "x", "--context", "1048576", "--memory-limit", "16384"]);
-    assert_one_line_error(&huge, &["KV cache 23040 MB", "at most 16384 MB", "shorter context"]);
+    assert_one_line_error(&huge, &["KV cache 18000 MB", "at most 16384 MB", "shorter context"]);
     // And an ordinary context under a tiny limit:
     let small = attnscope(&["generate", "--model", f.arg(), "--prompt", "x", "--memory-limit", "100"]);
     assert_one_line_error(&small, &["at most 100 MB"]);

@@ -162,8 +162,13 @@ fn reference(c: &Config, file: &[u8], tokens: &[u32]) -> Reference {
             rope(&mut q[i], i);
             rope(&mut k[i], i);
         }
-        // The KV cache keeps keys and values as bf16 (attention.rs says why).
-        for row in k.iter_mut().chain(v.iter_mut()) {
+        // The KV cache keeps keys rounded to Q8_0 per head (its width padded to a block), and each
+        // query head is rounded the same way for its scores (attention/keys.rs); values are bf16
+        // (attention.rs says why).
+        let per_head = |row: &[f64]| row.chunks(hd).flat_map(q8_round).collect::<Vec<f64>>();
+        let q: Vec<Vec<f64>> = q.iter().map(|row| per_head(row)).collect();
+        let k: Vec<Vec<f64>> = k.iter().map(|row| per_head(row)).collect();
+        for row in v.iter_mut() {
             row.iter_mut().for_each(|x| *x = half::bf16::from_f64(*x).to_f64());
         }
         let mut layer_patterns = vec![vec![vec![0.0; t]; t]; c.n_heads];

@@ -22,7 +22,7 @@ export class AttentionSteps extends HTMLElement {
     const maxScore = Math.max(...e.scores);
     const expSum = e.scores.reduce((a, s) => a + Math.exp(s - maxScore), 0);
     steps.append(
-      make('li', '', `Scores: the query q (${d} numbers) is multiplied with each key k_j: q·k_j.`),
+      make('li', '', `Scores: the query q (${d} numbers) is multiplied with each key k_j: q·k_j. The model keeps its keys rounded to 8 bits per block of 32 numbers and rounds q the same way, so these are the products of the rounded numbers.`),
       make('li', '', `Scaled: divided by √d = √${d} = ${fmt(1 / e.scale, 3)}, so s_j = q·k_j × ${fmt(e.scale, 4)}.`),
       make('li', '', `Causal mask: only keys j ≤ ${i} take part; ${size !== undefined && size > i + 1 ? `the ${size - i - 1} later tokens get −∞, weight 0` : 'nothing comes later here'}.`),
       make('li', '', `Softmax: w_j = exp(s_j − ${fmt(maxScore, 3)}) / ${fmt(expSum, 4)} (subtracting the largest score keeps exp from overflowing); the weights sum to 1.`),
