@@ -30,20 +30,19 @@ use half::bf16;
 
 /// Dot product written with eight independent accumulators, so the compiler can keep them in
 /// SIMD lanes (float addition is not associative; one accumulator would force a serial chain).
-/// `b` may be the cache's bf16, widened exactly, so a key's dot has the same bits either way.
 #[inline]
-pub fn dot<B: Copy + Into<f32>>(a: &[f32], b: &[B]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (a8, a_rest) = a.as_chunks::<8>();
     let (b8, b_rest) = b.as_chunks::<8>();
     for (x, y) in a8.iter().zip(b8) {
         for l in 0..8 {
-            acc[l] += x[l] * y[l].into();
+            acc[l] += x[l] * y[l];
         }
     }
     let mut sum = lanes_sum(acc);
     for (&x, &y) in a_rest.iter().zip(b_rest) {
-        sum += x * y.into();
+        sum += x * y;
     }
     sum
 }
