@@ -140,9 +140,8 @@ impl KvCache {
 
     /// Bytes of keys and values for `max_context` positions: what `new` reserves.
     fn bytes(c: &Config, max_context: usize) -> u64 {
-        let heads = c.n_layers as u64 * c.n_kv_heads as u64;
-        let key = Keys::bytes_per_position(c.head_dim) * max_context.next_multiple_of(crate::qmatmul::ROWS) as u64;
-        heads * (key + max_context as u64 * c.head_dim as u64 * size_of::<bf16>() as u64)
+        let values = max_context as u64 * c.head_dim as u64 * size_of::<bf16>() as u64;
+        c.n_layers as u64 * c.n_kv_heads as u64 * (Keys::bytes(c.head_dim, max_context) + values)
     }
 
     /// The keys of KV head g.

@@ -1,8 +1,7 @@
 //! `sum_columns`, the weighted sum's inner loop, written out four lanes at a time for the cache's
 //! bf16: eight values at a time are widened in registers, the even ones by a shift and the odd
 //! ones by a mask, and the even and odd columns are summed apart, then put back in order once at
-//! the end. Written portably, such loops were slower in wasm (LLVM did not keep the accumulators
-//! in registers). The lanes are wasm's `v128` in the browser and an array elsewhere, so this same
+//! the end. The lanes are wasm's `v128` in the browser and an array elsewhere, so this same
 //! code, with its order of additions, runs natively too and is tested against the plain sum, bit
 //! for bit.
 

@@ -8,8 +8,8 @@
 //! Why: at long context the scores were the largest part of attention, and in bf16 each four-lane
 //! multiply-add of them took a multiply and an add of its own. In 8 bits, relaxed SIMD multiplies
 //! and adds sixteen pairs in one instruction, and a key takes 64 + 8 bytes instead of 128. The
-//! query is rounded the same way (llama.cpp does the same with a Q8_0 key cache). Values stay
-//! bf16: each weighted-sum term needs its float value widened anyway.
+//! query is rounded the same way. Values stay bf16: each weighted-sum term needs its float value
+//! widened anyway.
 //!
 //! Layout: positions in groups of four, each group's blocks interleaved (block b of its four
 //! positions side by side), as a weight matrix's rows are kept, the scales beside as f32. A head
@@ -34,9 +34,9 @@ impl Keys {
         Keys { blocks, quants: Vec::with_capacity(groups * blocks), scales: Vec::with_capacity(groups * blocks) }
     }
 
-    /// Bytes one position's key takes.
-    pub fn bytes_per_position(hd: usize) -> u64 {
-        (blocks(hd) * (BLOCK + size_of::<f32>())) as u64
+    /// Bytes `with_room` reserves: whole groups of four positions.
+    pub fn bytes(hd: usize, max_context: usize) -> u64 {
+        (max_context.div_ceil(ROWS) * blocks(hd) * ROWS * (BLOCK + size_of::<f32>())) as u64
     }
 
     /// Stores k (hd) at position p: over an earlier sequence's position, or as the next one.
